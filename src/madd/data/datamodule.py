@@ -1,0 +1,236 @@
+"""The one LightningDataModule: named splits, label budgets, k-fold, source domain and label mapping.
+
+Splits (all explicit, all named):
+
+* ``source``: labelled images of another domain, relabelled into the target classes via ``label_mapping``
+  (unmapped source classes dropped);
+* ``target_labeled``: the label budget, drawn stratified from the target training pool with ``seed``;
+* ``target_unlabeled``: the rest of the training pool. Its labels stay in the records for diagnostics
+  (pseudo-label precision) but models must never train on them;
+* ``val`` and ``test``: held out from the target dataset.
+
+Without folds the target set is cut by ``splits`` fractions (e.g. 7:1:2). With ``num_folds = k > 1`` the
+target set is partitioned into ``k`` stratified folds; fold ``fold`` is the ``test`` split and ``val`` is cut
+from the other folds with the ``val`` share of ``splits`` (so over ``fold = 0..k-1`` every image is tested
+exactly once). Datasets shipped with their own train/val folders are re-split this way too, so every
+dataset follows one documented rule.
+
+Training batches are a dict ``{split_name: batch}`` for the names in ``train_splits`` combined by
+Lightning's ``CombinedLoader`` (``max_size_cycle``: an epoch is the longest split; shorter ones cycle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Sampler
+
+from madd.data.dataset import DefectDataset, collate
+from madd.data.image_io import verify_records
+from madd.data.records import Record
+from madd.data.sources import build_index, map_labels
+from madd.data.splits import kfold_split, label_budget, ratio_split
+from madd.errors import DataError
+
+SPLITS = ("source", "target_labeled", "target_unlabeled", "val", "test")
+
+
+class EpochSeededRandomSampler(Sampler[int]):
+    """A random permutation that depends only on ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` every epoch, so a run resumed from a checkpoint draws exactly the batches
+    the uninterrupted run would have drawn (torch's ``RandomSampler`` depends on global RNG history).
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class DefectDataModule(L.LightningDataModule):
+    """Args:
+        target: the target dataset entry (``reader`` + arguments, see :mod:`madd.data.sources`).
+        class_names: the target classes, in order (the config is the source of truth for the order).
+        normal_class: name of the normal ("good") class, or ``None`` when every class is a defect type
+            (then DR/FAR are not defined and not logged).
+        source: optional source dataset entry; ``source_class_names`` optionally pins its classes.
+        label_mapping: source class -> target class (``null`` drops); default: identical names.
+        image_size, channels: decoded tensor shape.
+        splits: fractions of ``train``/``val``/``test``.
+        label_budget: ``{per_class: n}`` or ``{total: n}`` or neither (all training images labelled).
+        num_folds, fold: k-fold cross-validation (``num_folds=1`` disables it).
+        seed: drives every split and the sampling order.
+        batch_size: labelled batch size; ``unlabeled_batch_size``/``source_batch_size`` default to it.
+        train_splits: which splits a training batch combines (a model's config sets this).
+        max_source_images: cap on source images (stratified), for CPU presets.
+        verify: decode every image once before training so a corrupt file fails at start, by name.
+    """
+
+    def __init__(
+        self,
+        target: Mapping[str, Any],
+        class_names: Sequence[str],
+        normal_class: str | None = "good",
+        source: Mapping[str, Any] | None = None,
+        source_class_names: Sequence[str] | None = None,
+        label_mapping: Mapping[str, str | None] | None = None,
+        image_size: int | Sequence[int] = 128,
+        channels: int = 3,
+        splits: Mapping[str, float] | None = None,
+        label_budget: Mapping[str, int | None] | None = None,
+        num_folds: int = 1,
+        fold: int = 0,
+        seed: int = 0,
+        batch_size: int = 16,
+        unlabeled_batch_size: int | None = None,
+        source_batch_size: int | None = None,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        train_splits: Sequence[str] = ("target_labeled",),
+        max_source_images: int | None = None,
+        cache: bool = True,
+        verify: bool = True,
+    ) -> None:
+        super().__init__()
+        self.target_spec = dict(target)
+        self.class_names = list(class_names)
+        if normal_class is not None and normal_class not in self.class_names:
+            raise DataError(f"data.normal_class={normal_class!r} is not in data.class_names {self.class_names}")
+        self.normal_class = normal_class
+        self.source_spec = dict(source) if source else None
+        self.source_class_names = list(source_class_names) if source_class_names else None
+        self.label_mapping = dict(label_mapping) if label_mapping else None
+        self.image_size = image_size
+        self.channels = channels
+        self.split_fractions = dict(splits or {"train": 0.7, "val": 0.1, "test": 0.2})
+        budget = dict(label_budget or {})
+        self.budget_per_class, self.budget_total = budget.get("per_class"), budget.get("total")
+        self.num_folds, self.fold, self.seed = num_folds, fold, seed
+        self.batch_size = batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size or batch_size
+        self.source_batch_size = source_batch_size or batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        bad = [s for s in train_splits if s not in SPLITS[:3]]
+        if bad:
+            raise DataError(f"data.train_splits has unknown split(s) {bad}; choose from {list(SPLITS[:3])}")
+        if "source" in train_splits and source is None:
+            raise DataError("data.train_splits includes `source` but data.source is null; set a source dataset")
+        self.train_splits = list(train_splits)
+        self.max_source_images = max_source_images
+        self.cache, self.verify = cache, verify
+        self.records: dict[str, list[Record]] = {}
+        self.datasets: dict[str, DefectDataset] = {}
+
+    # ------------------------------------------------------------------ properties used by models
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def normal_index(self) -> int | None:
+        return None if self.normal_class is None else self.class_names.index(self.normal_class)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        # Runs on one process: generates (and caches) synthetic data before the other ranks read it.
+        build_index(self.target_spec, self.class_names)
+        if self.source_spec:
+            build_index(self.source_spec, self.source_class_names)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        target = build_index(self.target_spec, self.class_names)
+        labels = np.array([r.label for r in target.records])
+        empty = [n for n, c in zip(self.class_names, np.bincount(labels, minlength=self.num_classes)) if c == 0]
+        if empty:
+            raise DataError(f"classes {empty} have no images in {target.root}; remove them from data.class_names")
+        parts = self._split(labels)
+        labeled, unlabeled = label_budget(
+            labels, parts["train"], self.seed, self.budget_per_class, self.budget_total, self.class_names
+        )
+        idx = {"target_labeled": labeled, "target_unlabeled": unlabeled, "val": parts["val"], "test": parts["test"]}
+        self.records = {k: [target.records[i] for i in v] for k, v in idx.items()}
+        if self.source_spec:
+            source = build_index(self.source_spec, self.source_class_names)
+            recs = map_labels(source, self.class_names, self.label_mapping)
+            if self.max_source_images and len(recs) > self.max_source_images:
+                keep = ratio_split([r.label for r in recs], {"keep": self.max_source_images,
+                                                             "drop": len(recs) - self.max_source_images}, self.seed)
+                recs = [recs[i] for i in keep["keep"]]
+            self.records["source"] = recs
+        if self.verify:
+            needed = set(self.records) if stage in (None, "fit") else {"test", "val"}
+            verify_records([r for k in needed if k in self.records for r in self.records[k]], self.channels)
+        self.datasets = {
+            k: DefectDataset(v, self.image_size, self.channels, cache=self.cache) for k, v in self.records.items()
+        }
+
+    def _split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        if self.num_folds > 1:
+            rest, test = kfold_split(labels, self.num_folds, self.fold, self.seed)
+            f = self.split_fractions
+            inner = ratio_split(labels[rest], {"train": f.get("train", 0.7), "val": f.get("val", 0.1)}, self.seed)
+            return {"train": rest[inner["train"]], "val": rest[inner["val"]], "test": test}
+        parts = ratio_split(labels, self.split_fractions, self.seed)
+        missing = [k for k in ("train", "val", "test") if k not in parts]
+        if missing:
+            raise DataError(f"data.splits must define train, val and test fractions; missing {missing}")
+        return parts
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
+        ds = self.datasets[split]
+        if len(ds) == 0:
+            raise DataError(f"split `{split}` is empty; check data.label_budget and data.splits")
+        sampler = EpochSeededRandomSampler(len(ds), self.seed + SPLITS.index(split)) if train else None
+        return DataLoader(
+            ds,
+            batch_size=min(batch_size, len(ds)) if train else batch_size,
+            sampler=sampler,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+        )
+
+    def split_loader(self, split: str, train: bool = False) -> DataLoader:
+        """A loader of one named split (for tools: source selection, transferability, reports)."""
+        self.setup()
+        sizes = {"target_unlabeled": self.unlabeled_batch_size, "source": self.source_batch_size}
+        return self._loader(split, sizes.get(split, self.batch_size) if train else self.eval_batch_size, train)
+
+    def train_dataloader(self) -> CombinedLoader:
+        return CombinedLoader({s: self.split_loader(s, train=True) for s in self.train_splits}, mode="max_size_cycle")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.split_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.split_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.split_loader("test")
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per-split class counts (printed at the start of a run)."""
+        out = {}
+        for split, recs in self.records.items():
+            counts = np.bincount([r.label for r in recs], minlength=self.num_classes)
+            out[split] = {n: int(c) for n, c in zip(self.class_names, counts)}
+        return out

@@ -1,0 +1,121 @@
+"""The torch Dataset over :class:`~madd.data.records.Record` lists, and its collate function.
+
+A sample is a dict (the same keys for every reader, so models never branch on the dataset):
+
+* ``image``: float32 ``(C, H, W)`` in [0, 1], resized to ``image_size``; not normalised (models own
+  their normalisation so exported models take raw [0, 1] pixels);
+* ``label``: int64 class index;
+* ``mask``: float32 ``(1, H, W)`` in {0, 1}; all zeros when the image has no defect pixels;
+* ``has_mask``: whether ``mask`` is ground truth (False for datasets with image labels only);
+* ``boxes``: float32 ``(n, 5)`` rows ``(class, x1, y1, x2, y2)`` in resized pixel coordinates; from the
+  annotation when it has boxes, else from the connected components of the mask;
+* ``index``: position in the dataset (for diagnostics and hidden-label lookups).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+from torch.utils.data import Dataset
+
+from madd.data.image_io import load_image, load_mask, rasterize_polygons
+from madd.data.records import Record
+
+
+def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    h, w = image_size
+    return int(h), int(w)
+
+
+def boxes_from_mask(mask: np.ndarray, label: int) -> np.ndarray:
+    """Bounding boxes ``(label, x1, y1, x2, y2)`` of the 8-connected components of a boolean mask."""
+    components, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    rows = []
+    for sl in ndimage.find_objects(components):
+        ys, xs = sl
+        rows.append((label, xs.start, ys.start, xs.stop, ys.stop))
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
+
+
+class DefectDataset(Dataset):
+    """Decodes, resizes and packs records; optionally keeps decoded samples in memory.
+
+    Args:
+        records: what a reader listed.
+        image_size: ``int`` or ``(H, W)`` the images are resized to (bilinear; masks nearest).
+        channels: 3 (RGB, grey replicated) or 1.
+        cache: keep decoded, resized samples in RAM. Small-sample training revisits the same few images
+            every epoch, and decoding dominates a CPU step otherwise.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        image_size: int | Sequence[int] = 128,
+        channels: int = 3,
+        cache: bool = True,
+    ) -> None:
+        self.records = list(records)
+        self.size_hw = _as_hw(image_size)
+        self.channels = channels
+        self.cache = cache
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    def _decode(self, index: int) -> dict:
+        rec = self.records[index]
+        img = load_image(rec.path, channels=self.channels)
+        h0, w0 = img.shape[:2]
+        h, w = self.size_hw
+        if (h0, w0) != (h, w):
+            mode = "L" if img.shape[2] == 1 else "RGB"
+            img = np.asarray(Image.fromarray(img.squeeze(-1) if mode == "L" else img, mode).resize((w, h), Image.BILINEAR))
+            img = img.reshape(h, w, -1)
+        if rec.mask_path is not None:
+            mask = load_mask(rec.mask_path, size=(w0, h0))
+        elif rec.polygons is not None:
+            mask = rasterize_polygons(rec.polygons, w0, h0)
+        else:
+            mask = np.zeros((h0, w0), dtype=bool)
+        if mask.shape != (h, w):
+            mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) >= 128
+        if rec.boxes:
+            b = np.asarray(rec.boxes, dtype=np.float32).reshape(-1, 5)
+            b[:, [1, 3]] *= w
+            b[:, [2, 4]] *= h
+        else:
+            b = boxes_from_mask(mask, rec.label)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0),
+            "label": torch.tensor(rec.label, dtype=torch.long),
+            "mask": torch.from_numpy(mask).float().unsqueeze(0),
+            "has_mask": torch.tensor(rec.has_localisation),
+            "boxes": torch.from_numpy(b),
+            "index": torch.tensor(index, dtype=torch.long),
+        }
+
+    def __getitem__(self, index: int) -> dict:
+        if not self.cache:
+            return self._decode(index)
+        if index not in self._cache:
+            self._cache[index] = self._decode(index)
+        return self._cache[index]
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack fixed-size fields; keep ``boxes`` as a list (their count varies per image)."""
+    out = {k: torch.stack([s[k] for s in samples]) for k in samples[0] if k != "boxes"}
+    out["boxes"] = [s["boxes"] for s in samples]
+    return out

@@ -1,0 +1,3 @@
+from madd.models.supervised.lightning_model import SupervisedClassifier
+
+__all__ = ["SupervisedClassifier"]

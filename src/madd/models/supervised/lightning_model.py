@@ -1,0 +1,58 @@
+"""Supervised classification baseline (also stage 1 of transfer: source pre-training)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from madd.data.augment import build_augmentation
+from madd.models.backbones import Backbone
+from madd.models.base import DefectModule
+from madd.models.classifier import ImageClassifier
+
+
+class SupervisedClassifier(DefectModule):
+    """Cross-entropy on the labelled images of ``train_split`` (``target_labeled`` or ``source``).
+
+    Args:
+        backbone: a :class:`~madd.models.backbones.Backbone` (``model/backbone`` config group).
+        train_split: which split of the training batch dict to learn from.
+        augment: kornia preset applied to training batches.
+        label_smoothing, dropout: the usual regularisers.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        train_split: str = "target_labeled",
+        augment: str = "standard",
+        label_smoothing: float = 0.0,
+        dropout: float = 0.0,
+        class_names: Sequence[str] | None = None,
+        normal_index: int | None = None,
+        optimizer=None,
+        scheduler=None,
+        pixel_threshold: float = 0.5,
+    ) -> None:
+        super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.net = ImageClassifier(backbone, num_classes, dropout)
+        self.augment = build_augmentation(augment)
+        self.train_split = train_split
+        self.label_smoothing = label_smoothing
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        b = batch[self.train_split]
+        with torch.no_grad():
+            images = self.augment(b["image"])
+        logits = self(images)
+        loss = F.cross_entropy(logits, b["label"], label_smoothing=self.label_smoothing)
+        acc = (logits.argmax(1) == b["label"]).float().mean()
+        self.log_dict({"train/loss": loss, "train/accuracy": acc}, prog_bar=True, batch_size=len(images))
+        return loss

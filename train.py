@@ -1,0 +1,24 @@
+"""Train and test a defect detector: ``python train.py experiment=madd_awdd`` (``--help`` lists the groups)."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import madd.utils.resolvers  # noqa: E402,F401  (before Hydra composes the config)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from madd.cli import run_task
+    from madd.pipeline import objective_value, train
+
+    metrics = run_task(train, cfg)
+    return objective_value(metrics, cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
