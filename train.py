@@ -13,6 +13,9 @@ import madd.utils.resolvers  # noqa: E402,F401  (before Hydra composes the confi
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from madd.utils.config import check_required
+
+    check_required(cfg)  # a required value left `???` fails now, with the key, before torch is even imported
     from madd.cli import run_task
     from madd.pipeline import objective_value, train
 

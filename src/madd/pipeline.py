@@ -7,16 +7,20 @@ on their LightningModule; it is called before the main fit with a factory for pe
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
+import time
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 import madd.utils.resolvers  # noqa: F401  (registers ${len:...} and ${index_of:...})
-from madd.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from madd.reporting.run_record import write_run_record
+from madd.utils.config import check_required
+from madd.utils.instantiate import instantiate_callbacks, instantiate_clear, instantiate_loggers
 from madd.utils.table import print_confusion, print_metrics_table
 
 log = logging.getLogger(__name__)
@@ -30,20 +34,56 @@ def build_trainer(cfg: DictConfig, stage: str | None = None, **overrides) -> L.T
     """
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     if stage is not None:
+        # stage trainers have no logger, and LearningRateMonitor refuses to run without one
+        callbacks = [cb for cb in callbacks if not isinstance(cb, L.pytorch.callbacks.LearningRateMonitor)]
         for cb in callbacks:
             if isinstance(cb, L.pytorch.callbacks.ModelCheckpoint):
                 cb.dirpath = str(Path(cfg.paths.output_dir) / stage / "checkpoints")
     loggers = instantiate_loggers(cfg.get("logger")) if stage is None else False
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **overrides)
+    return instantiate_clear(cfg.trainer, callbacks=callbacks, logger=loggers, **overrides)
+
+
+def sync_csv_headers(trainer: L.Trainer) -> None:
+    """Teach each CSV logger the columns its file already has before another stage appends to it.
+
+    Under ``ddp_spawn`` (``trainer=ddp_sim``/``ddp``) fit and test run in different child processes; the test
+    process's CSV writer never saw the ``val/`` columns and Lightning's header rewrite then fails
+    ("dict contains fields not in fieldnames"). Merging the file's header into the writer's keys fixes that.
+    """
+    for lg in trainer.loggers:
+        if not isinstance(lg, CSVLogger):
+            continue
+        writer = lg.experiment
+        path = Path(writer.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            writer.metrics_keys = sorted(set(writer.metrics_keys) | set(header))
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The resolved config as plain containers, without the ``hydra`` node: a ``train.py`` run never has one,
+    a config composed with ``return_hydra_config=True`` (the tests' ``compose_config``) has unresolvable keys
+    in it (``hydra.job.num``)."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as the config says; return the test metrics (and the monitored val metric)."""
+    check_required(cfg)  # a `???` left unset fails here, before any data or model is built
+    if cfg.data.get("source") == "auto":  # RTLAOI-DD: pick the source among data.source_candidates
+        from madd.transfer.source_selection import resolve_auto_source
+
+        resolve_auto_source(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    model = instantiate(cfg.model, _convert_="partial")
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    datamodule = instantiate_clear(cfg.data, _convert_="all")
+    model = instantiate_clear(cfg.model, _convert_="partial")
+    if cfg.get("transfer_from"):  # RTLAOI-DD 2.6: a source run's backbone; heads keep their initialisation
+        from madd.transfer.backbone_transfer import init_from_checkpoint
+
+        init_from_checkpoint(model, cfg.transfer_from, cfg.get("transfer_freeze_stages") or 0)
+    model.run_config = run_config(cfg)
     if hasattr(model, "train_splits"):
         datamodule.train_splits = list(model.train_splits())
     if "source" in datamodule.train_splits and datamodule.source_spec is None:
@@ -53,27 +93,45 @@ def train(cfg: DictConfig) -> dict[str, float]:
                               "pick a data config with a source (e.g. data=synthetic_awdd) or set data.source")
     trainer = build_trainer(cfg)
     for lg in trainer.loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams(run_config(cfg))
 
+    tic = time.perf_counter()  # stage wall times go to metrics.json (domain adaptation time = stages + fit)
     if hasattr(model, "run_stages"):
         model.run_stages(datamodule, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw))
-
+    wall = {"stages": time.perf_counter() - tic}
+    post_changed = False  # a post-fit stage (MADD's Phase 3) replaced the weights: test those, not the best ckpt
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        if hasattr(model, "run_post_stages"):
+            fit_best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            post_changed = model.run_post_stages(
+                datamodule, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw), fit_best or None)
+    wall["fit"] = time.perf_counter() - tic - wall["stages"]
+    wall["adaptation"] = wall["stages"] + wall["fit"]
     metrics: dict[str, float] = {}
     monitor = trainer.checkpoint_callback.monitor if trainer.checkpoint_callback else None
     if monitor and monitor in trainer.callback_metrics:
         metrics[monitor] = float(trainer.callback_metrics[monitor])
     if cfg.get("test", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best and not cfg.get("train", True):
+            best = cfg.get("ckpt_path") or ""  # `train=false ckpt_path=...`: evaluate that checkpoint
         if not best:
             log.warning("no best checkpoint found; testing the current weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        tic = time.perf_counter()
+        sync_csv_headers(trainer)
+        trainer.test(model, datamodule=datamodule, ckpt_path=None if post_changed else (best or None),
+                     weights_only=True)
+        wall["test"] = time.perf_counter() - tic
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
             print_metrics_table({k: v for k, v in metrics.items() if k.startswith("test/")})
             if getattr(model, "test_confusion", None) is not None:
                 print_confusion(model.test_confusion, model.class_names)
+    if trainer.is_global_zero:
+        best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+        write_run_record(cfg.paths.output_dir, metrics, wall, datamodule, model,
+                         best_scores={monitor: float(best_score)} if monitor and best_score is not None else None)
     return metrics
 
 

@@ -6,14 +6,19 @@ in [0, 1]. ``strong`` follows FixMatch's RandAugment-style strong view plus cuto
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import kornia.augmentation as K
 from torch import nn
 
 from madd.errors import MaddConfigError
 
 
-def build_augmentation(name: str | None) -> nn.Module:
-    """``none``, ``weak`` (flips + small shift), ``standard`` (+ rotation, contrast) or ``strong`` (RandAugment + cutout)."""
+def build_augmentation(name: str | None, data_keys: Sequence[str] = ("input",)) -> nn.Module:
+    """``none``, ``weak`` (flips + small shift), ``standard`` (+ rotation, contrast) or ``strong`` (RandAugment + cutout).
+
+    ``data_keys=("input", "mask")`` moves masks with their images (nearest resampling; photometric ops skip them).
+    """
     if name in (None, "none"):
         return nn.Identity()
     weak = [K.RandomHorizontalFlip(), K.RandomVerticalFlip(), K.RandomAffine(degrees=0.0, translate=(0.0625, 0.0625))]
@@ -29,4 +34,4 @@ def build_augmentation(name: str | None) -> nn.Module:
     }
     if name not in presets:
         raise MaddConfigError(f"augmentation {name!r} is unknown; choose from {['none', *presets]}")
-    return K.AugmentationSequential(*presets[name], data_keys=["input"], same_on_batch=False)
+    return K.AugmentationSequential(*presets[name], data_keys=list(data_keys), same_on_batch=False)

@@ -28,12 +28,13 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Sampler
+from torch import distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from madd.data.dataset import DefectDataset, collate
 from madd.data.image_io import verify_records
 from madd.data.records import Record
-from madd.data.sources import build_index, map_labels
+from madd.data.sources import build_index, map_labels, merge_classes
 from madd.data.splits import kfold_split, label_budget, ratio_split
 from madd.errors import DataError
 
@@ -77,7 +78,15 @@ class DefectDataModule(L.LightningDataModule):
         batch_size: labelled batch size; ``unlabeled_batch_size``/``source_batch_size`` default to it.
         train_splits: which splits a training batch combines (a model's config sets this).
         max_source_images: cap on source images (stratified), for CPU presets.
+        class_merge: ``{new_class: [dataset classes]}`` merges target classes (e.g. every defect type into
+            ``defect`` for a binary task); unlisted dataset classes keep their name. ``class_names`` then
+            lists the merged classes.
         verify: decode every image once before training so a corrupt file fails at start, by name.
+        source_candidates, source_selection: ``source="auto"`` picks the source among the candidates by the
+            domain discrepancy score; ``madd.pipeline.train`` resolves it before this class is built (see
+            :func:`madd.transfer.source_selection.resolve_auto_source`).
+        source_rebalance: ``{enabled, imbalance_ratio}``: oversample minority / undersample majority source
+            classes (:mod:`madd.transfer.rebalance`).
     """
 
     def __init__(
@@ -103,9 +112,17 @@ class DefectDataModule(L.LightningDataModule):
         train_splits: Sequence[str] = ("target_labeled",),
         max_source_images: int | None = None,
         cache: bool = True,
+        class_merge: Mapping[str, Sequence[str]] | None = None,
         verify: bool = True,
+        source_candidates: Sequence[Any] | None = None,
+        source_selection: Mapping[str, Any] | None = None,
+        source_rebalance: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if source == "auto":
+            raise DataError("data.source=auto must be resolved before the data module is built: run through "
+                            "madd.pipeline.train, or call madd.transfer.source_selection.resolve_auto_source(cfg)")
+        self.source_rebalance = dict(source_rebalance or {})
         self.target_spec = dict(target)
         self.class_names = list(class_names)
         if normal_class is not None and normal_class not in self.class_names:
@@ -132,9 +149,11 @@ class DefectDataModule(L.LightningDataModule):
             raise DataError("data.train_splits includes `source` but data.source is null; set a source dataset")
         self.train_splits = list(train_splits)
         self.max_source_images = max_source_images
+        self.class_merge = {k: list(v) for k, v in class_merge.items()} if class_merge else None
         self.cache, self.verify = cache, verify
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, DefectDataset] = {}
+        self._verified: set[str] = set()
 
     # ------------------------------------------------------------------ properties used by models
     @property
@@ -148,14 +167,25 @@ class DefectDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
         # Runs on one process: generates (and caches) synthetic data before the other ranks read it.
-        build_index(self.target_spec, self.class_names)
+        build_index(self.target_spec, None if self.class_merge else self.class_names)
         if self.source_spec:
             build_index(self.source_spec, self.source_class_names)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        target = build_index(self.target_spec, self.class_names)
+        if not self.datasets:
+            self._build()
+        if self.verify:
+            # decode every file a stage will read, once, before it starts: a corrupt image fails now, by name.
+            # fit also checks test, so a bad test image cannot end a long run; splits nothing reads are skipped.
+            used = {"val", "test"} | (set(self.train_splits) if stage in (None, "fit") else set())
+            todo = sorted(s for s in used - self._verified if s in self.records)
+            verify_records([r for k in todo for r in self.records[k]], self.channels)
+            self._verified |= set(todo)
+
+    def _build(self) -> None:
+        target = build_index(self.target_spec, None if self.class_merge else self.class_names)
+        if self.class_merge:
+            target = merge_classes(target, self.class_names, self.class_merge)
         labels = np.array([r.label for r in target.records])
         empty = [n for n, c in zip(self.class_names, np.bincount(labels, minlength=self.num_classes)) if c == 0]
         if empty:
@@ -170,16 +200,21 @@ class DefectDataModule(L.LightningDataModule):
             source = build_index(self.source_spec, self.source_class_names)
             recs = map_labels(source, self.class_names, self.label_mapping)
             if self.max_source_images and len(recs) > self.max_source_images:
-                keep = ratio_split([r.label for r in recs], {"keep": self.max_source_images,
-                                                             "drop": len(recs) - self.max_source_images}, self.seed)
-                recs = [recs[i] for i in keep["keep"]]
+                # exactly max_source_images, stratified, at least one per class (the label-budget rule)
+                keep, _ = label_budget([r.label for r in recs], np.arange(len(recs)), self.seed,
+                                       total=self.max_source_images)
+                recs = [recs[i] for i in keep]
             self.records["source"] = recs
-        if self.verify:
-            needed = set(self.records) if stage in (None, "fit") else {"test", "val"}
-            verify_records([r for k in needed if k in self.records for r in self.records[k]], self.channels)
         self.datasets = {
             k: DefectDataset(v, self.image_size, self.channels, cache=self.cache) for k, v in self.records.items()
         }
+        if self.source_rebalance.get("enabled") and "source" in self.datasets:
+            from madd.transfer.rebalance import rebalance_dataset
+
+            self.datasets["source"] = rebalance_dataset(self.datasets["source"], self.num_classes,
+                                                        self.source_rebalance.get("imbalance_ratio", 2.0),
+                                                        self.seed, self.class_names)
+            self.records["source"] = self.datasets["source"].records
 
     def _split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
         if self.num_folds > 1:
@@ -198,10 +233,18 @@ class DefectDataModule(L.LightningDataModule):
         ds = self.datasets[split]
         if len(ds) == 0:
             raise DataError(f"split `{split}` is empty; check data.label_budget and data.splits")
-        sampler = EpochSeededRandomSampler(len(ds), self.seed + SPLITS.index(split)) if train else None
+        sampler = None
+        if train:
+            seed = self.seed + SPLITS.index(split)
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                # one shard per rank. torch's DistributedSampler also draws from (seed, epoch) only, and Lightning
+                # leaves it as it is; it would wrap our sampler and never pass set_epoch on (same order every epoch)
+                sampler = DistributedSampler(ds, shuffle=True, seed=seed)
+            else:
+                sampler = EpochSeededRandomSampler(len(ds), seed)
         return DataLoader(
             ds,
-            batch_size=min(batch_size, len(ds)) if train else batch_size,
+            batch_size=min(batch_size, len(sampler)) if train else batch_size,
             sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,

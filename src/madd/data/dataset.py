@@ -90,7 +90,9 @@ class DefectDataset(Dataset):
         else:
             mask = np.zeros((h0, w0), dtype=bool)
         if mask.shape != (h, w):
-            mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) >= 128
+            # box filter + "any coverage": thin defects (1-px cracks) stay connected when downscaled,
+            # where nearest-neighbour would break them into pieces (and into several boxes)
+            mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.BOX)) > 0
         if rec.boxes:
             b = np.asarray(rec.boxes, dtype=np.float32).reshape(-1, 5)
             b[:, [1, 3]] *= w
@@ -98,7 +100,7 @@ class DefectDataset(Dataset):
         else:
             b = boxes_from_mask(mask, rec.label)
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0),
+            "image": torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0),  # a writable copy
             "label": torch.tensor(rec.label, dtype=torch.long),
             "mask": torch.from_numpy(mask).float().unsqueeze(0),
             "has_mask": torch.tensor(rec.has_localisation),

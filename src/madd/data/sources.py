@@ -80,3 +80,26 @@ def map_labels(
             "set data.label_mapping (source class -> target class)"
         )
     return out
+
+
+def merge_classes(index: DatasetIndex, class_names: Sequence[str], merge: Mapping[str, Sequence[str]]) -> DatasetIndex:
+    """Relabel ``index`` into ``class_names`` by merging dataset classes (``data.class_merge``).
+
+    ``merge`` maps a new class to the dataset classes it absorbs; a dataset class not listed keeps its name.
+    Every dataset class must end up in ``class_names`` (nothing is dropped silently).
+    """
+    unknown = sorted({src for sources in merge.values() for src in sources} - set(index.class_names))
+    if unknown:
+        raise DataError(f"data.class_merge names {unknown}, which are not classes of the dataset "
+                        f"{list(index.class_names)}; fix the names")
+    mapping = {src: new for new, sources in merge.items() for src in sources}
+    for name in index.class_names:
+        mapping.setdefault(name, name)
+    lost = sorted(src for src, dst in mapping.items() if dst not in class_names)
+    if lost:
+        raise DataError(
+            f"data.class_merge leaves dataset classes {lost} outside data.class_names {list(class_names)}; "
+            "merge them into a listed class or list them"
+        )
+    records = map_labels(index, class_names, mapping)
+    return DatasetIndex(records, list(class_names), index.root)

@@ -8,6 +8,7 @@ industrial datasets have; k-fold partitions use scikit-learn's ``StratifiedKFold
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -52,8 +53,9 @@ def ratio_split(labels: Sequence[int], fractions: Mapping[str, float], seed: int
 def kfold_split(labels: Sequence[int], num_folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (rest, held_out) for fold ``fold`` of a stratified ``num_folds``-fold partition.
 
-    Over ``fold = 0..k-1`` the held-out parts partition the whole set. Stratified when every class has at
-    least ``num_folds`` members, plain shuffled k-fold otherwise (scikit-learn would refuse).
+    Over ``fold = 0..k-1`` the held-out parts partition the whole set. Stratified whenever at least one class
+    has ``num_folds`` members (classes smaller than that are spread over as many folds as they have images);
+    plain shuffled k-fold only when every class is smaller than ``num_folds`` (scikit-learn refuses then).
     """
     if num_folds < 2:
         raise DataError(f"data.num_folds must be >= 2 for cross-validation, got {num_folds}")
@@ -66,10 +68,13 @@ def kfold_split(labels: Sequence[int], num_folds: int, fold: int, seed: int) -> 
     counts = counts[counts > 0]
     splitter = (
         StratifiedKFold(num_folds, shuffle=True, random_state=seed)
-        if counts.min() >= num_folds
+        if counts.max() >= num_folds
         else KFold(num_folds, shuffle=True, random_state=seed)
     )
-    rest, held = list(splitter.split(np.zeros(len(labels)), labels))[fold]
+    with warnings.catch_warnings():
+        # "the least populated class has only n members": expected for rare defect classes, handled above
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        rest, held = list(splitter.split(np.zeros(len(labels)), labels))[fold]
     return np.sort(rest), np.sort(held)
 
 

@@ -8,14 +8,16 @@ Per-image F1 and IoU use this rule for empty masks (documented in the README):
 
 Without this rule a defect-free image would always score 0 (see NOTES.md, "Traps").
 Pixel AUROC uses torchmetrics' binned ``BinaryAUROC`` (fixed thresholds keep memory constant on
-large test sets).
+large test sets): ``auroc_bins`` thresholds evenly spaced on [0, 1] plus one above 1 (the ROC's origin).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
-from torchmetrics.aggregation import CatMetric
+from torchmetrics.aggregation import CatMetric, SumMetric
 from torchmetrics.classification import BinaryAUROC
 
 
@@ -34,22 +36,43 @@ def per_image_f1_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Te
     return f1, iou
 
 
+@contextmanager
+def _native_bincount_on_cpu(device: torch.device):
+    """torchmetrics swaps ``torch.bincount`` for a (pixels x 4 bins) comparison matrix whenever deterministic
+    algorithms are on: tens of GB for one batch of maps. ``torch.bincount`` is deterministic on CPU, so there
+    the flag is lifted for the update (``trainer.deterministic=true`` runs stay bit-exact)."""
+    if device.type != "cpu" or not torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
+
+
 class PixelMetrics(nn.Module):
     """Pixel AUROC of a score map plus per-image F1/IoU of the map thresholded at ``threshold``."""
 
     def __init__(self, threshold: float = 0.5, auroc_bins: int = 200) -> None:
         super().__init__()
         self.threshold = threshold
-        self.auroc = BinaryAUROC(thresholds=auroc_bins)
+        # one extra threshold above 1 puts the ROC's (0, 0) corner on the binned curve: without it torchmetrics'
+        # curve starts at the threshold 1.0, and saturated scores (== 1) lose the first trapezoid of the area
+        thresholds = torch.cat([torch.linspace(0, 1, auroc_bins), torch.tensor([2.0])])
+        self.auroc = BinaryAUROC(thresholds=thresholds)
         self.f1 = CatMetric()
         self.iou = CatMetric()
-        self._seen_positive = False
+        # a metric state (not a Python flag) so every DDP rank agrees whether AUROC is defined
+        self.positives = SumMetric()
 
     def update(self, scores: torch.Tensor, masks: torch.Tensor) -> None:
         """``scores`` in [0, 1] and ``masks`` in {0, 1}, both ``(B, 1, H, W)``."""
         scores = scores.clamp(0, 1)
-        self.auroc.update(scores.flatten(), masks.flatten().long())
-        self._seen_positive |= bool(masks.any())
+        with _native_bincount_on_cpu(scores.device):
+            self.auroc.update(scores.flatten(), masks.flatten().long())
+        self.positives.update((masks > 0.5).sum().float())
         f1, iou = per_image_f1_iou(scores >= self.threshold, masks > 0.5)
         self.f1.update(f1)
         self.iou.update(iou)
@@ -63,7 +86,7 @@ class PixelMetrics(nn.Module):
             "pixel_iou": float(iou.mean()),
             "pixel_iou_std": float(iou.std()) if iou.numel() > 1 else 0.0,
         }
-        if self._seen_positive:  # AUROC is undefined without defect pixels
+        if float(self.positives.compute()) > 0:  # AUROC is undefined without defect pixels
             out["pixel_auroc"] = float(self.auroc.compute())
         return out
 
@@ -71,4 +94,4 @@ class PixelMetrics(nn.Module):
         self.auroc.reset()
         self.f1.reset()
         self.iou.reset()
-        self._seen_positive = False
+        self.positives.reset()

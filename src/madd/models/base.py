@@ -70,6 +70,8 @@ class DefectModule(L.LightningModule):
         if stage == "test":
             self.test_outputs.setdefault("probs", []).append(probs.detach().cpu())
             self.test_outputs.setdefault("target", []).append(target.detach().cpu())
+            # positions in the test set: report.py joins predictions with defect areas through them
+            self.test_outputs.setdefault("index", []).append(batch["index"].detach().cpu())
 
     def _eval_epoch_end(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
