@@ -1,0 +1,110 @@
+"""MADD Phase 3 (Sec. 2.8.2, "Model Optimization"): prune the trained student A, distil it from the teacher.
+
+Called by the MADD pipeline when ``model.phase3.enabled`` (``cfg`` is that ``phase3`` sub-config), and
+usable with any two networks that map raw images to logits::
+
+    small = run_phase3(student, teacher, datamodule, build_trainer, cfg.model.phase3)
+
+One ``fit`` of ``rounds * epochs`` epochs (stage ``phase3``, checkpoints in ``<output_dir>/phase3/``):
+each round zeroes ``rate`` of the alive filters by L1 norm (Li et al., :class:`L1FilterPruning`) and
+then distils ``epochs`` epochs with the pruned filters held at zero (:class:`DistillationModule`: soft
+targets at ``temperature`` plus hard labels). The paper gives neither the pruning criterion nor the
+distillation loss; these are the standard choices, documented in docs/compression.md. The report
+(Tables II/III shape: parameters, FLOPs, latency, accuracy/mAP/DR/FAR per round) goes to
+``<output_dir>/phase3/report.{md,csv}``.
+
+The inputs are not modified (both are copied); the returned network is the physically pruned student,
+on the student's device, in eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from madd.compression.l1_pruning import L1FilterPruning
+from madd.errors import MaddConfigError
+
+#: Phase-3 options and their defaults (every key may be overridden by ``cfg``).
+DEFAULTS: dict[str, Any] = {
+    "rate": 0.3,  # share of alive filters pruned per round
+    "rounds": 3,
+    "epochs": 2,  # distillation epochs after each round
+    "temperature": 4.0,
+    "alpha_kd": 0.9,
+    "alpha_ce": 0.1,
+    "kd_splits": ["target_labeled"],  # add target_unlabeled to distil on the unlabelled pool too
+    "augment": "weak",
+    "scope": "inner",  # or "all" (residual streams too): see madd.compression.groups
+    "include": None,
+    "exclude": None,
+    "round_to": None,
+    "lr": 1.0e-4,
+    "weight_decay": 1.0e-4,
+    "optimizer": None,  # a partial optimizer (Hydra _partial_) overriding lr/weight_decay
+    "eval_split": "val",
+    "latency": True,
+    "latency_image_size": None,
+    "report_dir": None,  # default <trainer.default_root_dir>/phase3
+}
+
+
+def phase3_options(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``DEFAULTS`` updated with ``cfg`` (``enabled`` is ignored); unknown keys are an error."""
+    given = {k: v for k, v in dict(cfg or {}).items() if k != "enabled"}
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise MaddConfigError(f"model.phase3 has unknown keys {unknown}; valid keys: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **given}
+
+
+def run_phase3(
+    student: nn.Module,
+    teacher: nn.Module,
+    datamodule: L.LightningDataModule,
+    build_trainer: Callable[..., L.Trainer],
+    cfg: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Prune ``student`` in rounds while distilling it from ``teacher``; return the physically pruned student.
+
+    Args:
+        student, teacher: networks ``images (B, C, H, W) in [0, 1] -> logits (B, num_classes)``.
+        datamodule: the run's :class:`~madd.data.datamodule.DefectDataModule`.
+        build_trainer: ``build_trainer(stage_name, **trainer_overrides) -> Trainer`` (the pipeline's factory).
+        cfg: the phase-3 options (:data:`DEFAULTS`).
+    """
+    from madd.models.distillation import DistillationModule
+
+    opts = phase3_options(cfg)
+    device = next(student.parameters()).device
+    optimizer = opts["optimizer"] or functools.partial(torch.optim.AdamW, lr=opts["lr"], weight_decay=opts["weight_decay"])
+    module = DistillationModule(
+        copy.deepcopy(student), copy.deepcopy(teacher), opts["temperature"], opts["alpha_kd"], opts["alpha_ce"],
+        num_classes=datamodule.num_classes, class_names=datamodule.class_names, normal_index=datamodule.normal_index,
+        kd_splits=list(opts["kd_splits"]), augment=opts["augment"], optimizer=optimizer,
+    )
+    trainer = build_trainer("phase3", max_epochs=opts["rounds"] * opts["epochs"])
+    report_dir = opts["report_dir"] or str(Path(trainer.default_root_dir) / "phase3")
+    pruner = L1FilterPruning(
+        rate=opts["rate"], rounds=opts["rounds"], finetune_epochs=opts["epochs"], train_epochs=0,
+        module_path="student", scope=opts["scope"], include=opts["include"], exclude=opts["exclude"],
+        round_to=opts["round_to"], eval_split=opts["eval_split"], latency=opts["latency"],
+        latency_image_size=opts["latency_image_size"], report_dir=report_dir,
+    )
+    trainer.callbacks.insert(0, pruner)  # before ModelCheckpoint: masks are applied before each save
+    previous_splits = list(datamodule.train_splits)
+    datamodule.train_splits = module.train_splits()
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    finally:
+        datamodule.train_splits = previous_splits
+    if pruner.pruned_network is None:
+        raise MaddConfigError("phase 3 ended before its first pruning round; check model.phase3.rounds/epochs")
+    return pruner.pruned_network.to(device).eval()
