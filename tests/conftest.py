@@ -6,7 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+# subprocess runs of train.py inherit this (set before torch is imported)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import torch  # noqa: E402
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SHARED_DATA = Path(os.environ.get("MADD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread: on 2-core CI two OpenMP threads per process are several times slower than one
+torch.set_num_threads(1)
 
 requires_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"real datasets not present at {SHARED_DATA} (they live in ../shared/data)"

@@ -1,4 +1,5 @@
 from madd.callbacks.finite_loss import FiniteLossGuard
 from madd.callbacks.rng_state import RNGStateCheckpoint
+from madd.callbacks.wandb_media import WandbMedia
 
-__all__ = ["FiniteLossGuard", "RNGStateCheckpoint"]
+__all__ = ["FiniteLossGuard", "RNGStateCheckpoint", "WandbMedia"]
