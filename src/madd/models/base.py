@@ -42,7 +42,7 @@ class DefectModule(L.LightningModule):
             raise MaddConfigError(f"model.num_classes={num_classes} but {len(self.class_names)} class names given")
         self.normal_index = normal_index
         self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        self.scheduler_factory = scheduler or None  # `model/scheduler=none` composes to an empty dict
         self.val_metrics = DefectMetrics(num_classes, normal_index)
         self.test_metrics = DefectMetrics(num_classes, normal_index)
         self.val_pixel = PixelMetrics(pixel_threshold)
