@@ -1,0 +1,226 @@
+"""TIM, the transfer initialisation module (section 2.4; Phase 1 of section 2.8.2), as two small training stages.
+
+* **Stage 1** (:class:`SourcePretraining`, output folder ``tim_stage1_source``): the backbone (ImageNet weights
+  when ``model.backbone.weights`` names them) is fine-tuned on the labelled source images with cross-entropy
+  plus the CORAL loss of Eq. 6 between the pooled source features and the pooled features of the unlabelled
+  target images: ``L = L_ce(source) + lambda_da · ||Cov(f_s) - Cov(f_t)||_F^2 / (4 d^2)``. Source labels are
+  already mapped into the target classes by the data module (``data.label_mapping``).
+* **Stage 2** (:class:`TargetAdaptation`, ``tim_stage2_target``): the domain-adaptive adapter (Eq. 5) is
+  inserted after the last backbone stage; the stem and the first ``freeze_stages - 1`` stages are frozen; the
+  adapter, the top stages and the head are fine-tuned on the labelled target images with cross-entropy.
+
+The stage-1 backbone reaches stage 2 through :func:`madd.transfer.transfer_backbone` (backbone-only); the
+stage-1 head is kept only when its class set equals the target's. ``model.tim.stage1_ckpt`` skips stage 1 and
+takes the backbone of any checkpoint instead (a ``model=supervised model.train_split=source`` run, a torchvision
+``.pth``, ...). The stage-2 network then initialises the teacher and both students.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from madd.data.augment import build_augmentation
+from madd.errors import MaddConfigError
+from madd.losses import coral_loss
+from madd.models.base import DefectModule
+from madd.models.classifier import ImageClassifier
+from madd.models.madd.class_weights import check_class_weights, split_class_weights
+from madd.models.madd.distributed import gather_rows
+from madd.models.madd.torch_model import MADDNet
+from madd.transfer import load_checkpoint_state, transfer_backbone
+
+log = logging.getLogger(__name__)
+
+STAGE1, STAGE2 = "tim_stage1_source", "tim_stage2_target"
+
+
+class SourcePretraining(DefectModule):
+    """TIM stage 1: ``L = L_ce(source) + coral_weight · L_da(f_source, f_target)`` (Eq. 6 on pooled features).
+
+    Keys ``net.backbone.*``/``net.head.*`` as in :class:`~madd.models.supervised.SupervisedClassifier`, so
+    either's checkpoint can serve as ``model.tim.stage1_ckpt``. Target images enter only through their
+    features (no target label is used). Under DDP the CORAL statistics are computed on all ranks' features.
+    """
+
+    def __init__(self, backbone, num_classes: int, coral_weight: float = 1.0, augment: str = "weak",
+                 class_names: Sequence[str] | None = None, normal_index: int | None = None, optimizer=None,
+                 scheduler=None, class_weights: str | Sequence[float] | None = None) -> None:
+        super().__init__(num_classes, class_names, normal_index, optimizer, scheduler)
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.net = ImageClassifier(backbone, num_classes)
+        self.augment = build_augmentation(augment)
+        self.coral_weight = coral_weight
+        self.class_weights = check_class_weights(class_weights, num_classes)
+        self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
+
+    def train_splits(self) -> list[str]:
+        return ["source", "target_unlabeled"]
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.class_weights is not None:
+            self.ce_weight.copy_(split_class_weights(self.class_weights, self.trainer, "source", self.num_classes))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        xs, ys = batch["source"]["image"], batch["source"]["label"]
+        xt = batch["target_unlabeled"]["image"]
+        with torch.no_grad():
+            views = self.augment(torch.cat([xs, xt]))
+        f_s, f_t = self.net.features(views).split([len(xs), len(xt)])
+        logits = self.net.head(f_s)
+        ce = F.cross_entropy(logits, ys, weight=self.ce_weight)
+        loss = ce
+        logs = {"train/loss_ce": ce, "train/accuracy": (logits.argmax(1) == ys).float().mean()}
+        if self.coral_weight > 0:
+            da = coral_loss(gather_rows(self, f_s, True), gather_rows(self, f_t, True))
+            loss = loss + self.coral_weight * da
+            logs["train/loss_da"] = da
+        self.log_dict({"train/loss": loss, **logs}, prog_bar=True, batch_size=len(xs))
+        return loss
+
+
+class TargetAdaptation(DefectModule):
+    """TIM stage 2: cross-entropy on the labelled target images for the adapter, the unfrozen top stages and
+    the head of a :class:`~madd.models.madd.torch_model.MADDNet` (keys ``net.*``)."""
+
+    def __init__(self, net: MADDNet, num_classes: int, freeze_stages: int = 3, augment: str = "standard",
+                 class_names: Sequence[str] | None = None, normal_index: int | None = None, optimizer=None,
+                 scheduler=None, class_weights: str | Sequence[float] | None = None) -> None:
+        super().__init__(num_classes, class_names, normal_index, optimizer, scheduler)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.net.requires_grad_(True)
+        self.net.backbone.freeze(freeze_stages)
+        self.augment = build_augmentation(augment)
+        self.class_weights = check_class_weights(class_weights, num_classes)
+        self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
+
+    def train_splits(self) -> list[str]:
+        return ["target_labeled"]
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.class_weights is not None:
+            self.ce_weight.copy_(split_class_weights(self.class_weights, self.trainer, "target_labeled",
+                                                     self.num_classes))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        b = batch["target_labeled"]
+        with torch.no_grad():
+            images = self.augment(b["image"])
+        logits = self(images)
+        loss = F.cross_entropy(logits, b["label"], weight=self.ce_weight)
+        self.log_dict({"train/loss": loss, "train/loss_ce": loss,
+                       "train/accuracy": (logits.argmax(1) == b["label"]).float().mean()},
+                      prog_bar=True, batch_size=len(images))
+        return loss
+
+
+# ------------------------------------------------------------------------------------------ orchestration
+@contextmanager
+def _train_splits(datamodule, splits: Sequence[str]):
+    """The data module serves ``splits`` for one stage, then its previous splits again."""
+    old = list(datamodule.train_splits)
+    datamodule.train_splits = list(splits)
+    try:
+        yield
+    finally:
+        datamodule.train_splits = old
+
+
+def _stage_factories(madd, epochs: int, lr: float | None):
+    opt = madd.optimizer_factory
+    if opt is None:
+        raise MaddConfigError("model.optimizer is not set; pick one with model/optimizer=adamw|adam|sgd")
+    if lr is not None:
+        opt = functools.partial(opt, lr=lr)
+    sched = None
+    if madd.scheduler_factory is not None:  # the main schedule's T_max is the main run's length: use the stage's
+        sched = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=max(1, epochs))
+    return opt, sched
+
+
+def _fit_stage(module: DefectModule, name: str, stage_cfg: dict, datamodule, build_trainer: Callable):
+    epochs = int(stage_cfg["max_epochs"])
+    if epochs < 1:
+        raise MaddConfigError(f"model.tim.{'stage1' if name == STAGE1 else 'stage2'}.max_epochs={epochs} must be "
+                              ">= 1 (set model.tim.enabled=false to skip TIM)")
+    overrides = {"max_epochs": epochs, "min_epochs": 1}
+    if stage_cfg["limit_train_batches"] is not None:  # else the main trainer's setting
+        overrides["limit_train_batches"] = stage_cfg["limit_train_batches"]
+    trainer = build_trainer(name, **overrides)
+    with _train_splits(datamodule, module.train_splits()):
+        trainer.fit(module, datamodule=datamodule)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best and Path(best).is_file():
+        log.info("TIM %s: best checkpoint %s", name, best)
+        return load_checkpoint_state(best), best
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}, ""
+
+
+def _stage1_checkpoint(path: str, class_names: Sequence[str]) -> tuple[dict, bool]:
+    """The tensors of a given stage-1 checkpoint and whether its head fits the target classes."""
+    state = load_checkpoint_state(path)
+    same_classes = False
+    try:
+        raw = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+        names = (raw.get("hyper_parameters") or {}).get("class_names") if isinstance(raw, dict) else None
+        same_classes = names is not None and list(names) == list(class_names)
+    except Exception:  # a plain state dict has no class list: backbone only
+        same_classes = False
+    return state, same_classes
+
+
+def _copy_head(state: dict, net: MADDNet, prefix: str = "net.head.") -> bool:
+    w, b = state.get(prefix + "weight"), state.get(prefix + "bias")
+    if w is None or b is None or w.shape != net.head.weight.shape:
+        return False
+    net.head.load_state_dict({"weight": w, "bias": b})
+    return True
+
+
+def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
+    """Phase 1 for ``madd`` (a :class:`~madd.models.madd.MADDModule`): returns a summary dict (plain types)."""
+    cfg = madd.tim_cfg
+    summary: dict = {}
+    if cfg["stage1_ckpt"]:
+        state, head_fits = _stage1_checkpoint(cfg["stage1_ckpt"], madd.class_names)
+        summary["stage1"] = {"checkpoint": str(cfg["stage1_ckpt"]), "trained": False}
+        prefix_map = {cfg["stage1_prefix"]: "backbone."} if cfg["stage1_prefix"] is not None else None
+    else:
+        s1 = cfg["stage1"]
+        opt, sched = _stage_factories(madd, s1["max_epochs"], s1["lr"])
+        stage1 = SourcePretraining(copy.deepcopy(madd.student_a.backbone), madd.num_classes, s1["coral_weight"],
+                                   s1["augment"], madd.class_names, madd.normal_index, opt, sched,
+                                   madd.class_weights)
+        state, best = _fit_stage(stage1, STAGE1, s1, datamodule, build_trainer)
+        summary["stage1"] = {"checkpoint": best, "trained": True}
+        head_fits, prefix_map = True, {"net.backbone.": "backbone."}
+
+    net = copy.deepcopy(madd.student_a)
+    report = transfer_backbone(state, net, prefix_map=prefix_map)
+    head_copied = head_fits and _copy_head(state, net)
+    log.info("TIM stage 1 -> 2: %s; head %s", report.summary(), "kept" if head_copied else "re-initialised")
+    summary["transfer"] = {"transferred": len(report.transferred), "mismatched": len(report.mismatched),
+                           "missing": len(report.missing), "head_kept": head_copied}
+
+    s2 = cfg["stage2"]
+    opt, sched = _stage_factories(madd, s2["max_epochs"], s2["lr"])
+    stage2 = TargetAdaptation(net, madd.num_classes, s2["freeze_stages"], s2["augment"], madd.class_names,
+                              madd.normal_index, opt, sched, madd.class_weights)
+    state2, best2 = _fit_stage(stage2, STAGE2, s2, datamodule, build_trainer)
+    summary["stage2"] = {"checkpoint": best2}
+    madd.load_tim_weights({k[len("net."):]: v for k, v in state2.items() if k.startswith("net.")})
+    return summary

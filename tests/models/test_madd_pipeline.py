@@ -1,0 +1,127 @@
+"""MADD end to end through ``madd.pipeline.train`` on tiny synthetic data: both TIM stages and their checkpoints,
+the stage-1 checkpoint shortcut, the logged quantities and the Phase-3 hook."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import TINY_DATA, TINY_SOURCE, compose_config
+from madd.models.backbones import Backbone
+from madd.models.madd.tim import STAGE1, STAGE2, SourcePretraining
+from madd.pipeline import build_trainer, train
+from madd.utils.instantiate import instantiate_clear as instantiate
+
+NAMES = ["good", "crack", "pore", "edge_burn", "incomplete_weld"]
+# MobileNetV2 at 32 px: small steps and small checkpoints on a loaded 2-core machine
+TINY = ["experiment=madd_awdd", "trainer.check_val_every_n_epoch=1", *TINY_DATA, *TINY_SOURCE, "data.image_size=32", "data.source_batch_size=4",
+        "model/backbone=mobilenet_v2", "trainer.limit_train_batches=2", "model.tim.stage1.limit_train_batches=2",
+        "model.tim.stage2.limit_train_batches=2", "+trainer.limit_val_batches=1", "callbacks.model_summary.max_depth=1"]
+
+
+def _cfg(tmp_path, data_dir, *extra):
+    return compose_config([*TINY, *extra], tmp_path, data_dir)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads contend and run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------- end to end with TIM
+
+
+def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
+    cfg = _cfg(tmp_path, data_dir, "trainer.max_epochs=1", "model.tim.stage1.max_epochs=1",
+               "model.tim.stage2.max_epochs=1")
+    metrics = train(cfg)
+    for key in ("test/mAP", "test/DR", "test/FAR", "test/f1", "test/pixel_auroc", "test/pixel_f1", "test/box_mAP50"):
+        assert key in metrics and math.isfinite(metrics[key]), key
+    out = tmp_path / "out"
+    s1 = torch.load(out / STAGE1 / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    s2 = torch.load(out / STAGE2 / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("net.backbone.") for k in s1["state_dict"])
+    assert any(k.startswith("net.adapter.") for k in s2["state_dict"])  # the adapter is inserted in stage 2
+    main = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    state = main["state_dict"]
+    # the teacher is stage 2's best network (no sync within one epoch); the students started there too
+    best2 = sorted((out / STAGE2 / "checkpoints").glob("epoch_*.ckpt"))[-1]
+    s2best = torch.load(best2, map_location="cpu", weights_only=True)["state_dict"]
+    for k, v in s2best.items():
+        if k.startswith("net.") and "num_batches_tracked" not in k:
+            torch.testing.assert_close(state["teacher." + k[4:]], v, rtol=0, atol=0)
+    # stage 2 froze the stem and the first two stages: those weights are stage 1's, unchanged
+    frozen = [k for k in s2best if k.startswith(("net.backbone.stem.", "net.backbone.stages.0.",
+                                                 "net.backbone.stages.1.")) and k.endswith("weight")]
+    assert frozen
+    for k in frozen:
+        torch.testing.assert_close(s2best[k], s1["state_dict"][k])
+    # everything adaptive is in the checkpoint
+    for key in ("loss_weights", "tau_prev", "teacher_syncs", "last_val_f1", "bank.features", "bank.labels",
+                "bank.ptr", "prototype.prototype", "meta_learner.net.0.weight", "decoder.out.weight"):
+        assert key in state, key
+    assert set(main["madd_state"]) == {"tau_history", "val_cache"}
+    assert len(main["madd_state"]["tau_history"]) == 1 and 0.5 <= main["madd_state"]["tau_history"][0] <= 0.9
+    assert float(state["last_val_f1"]) >= 0  # the weight callback saw the validation F1
+    # every quantity of the issue is logged
+    import pandas as pd
+
+    logged = set(pd.read_csv(next((out / "csv").rglob("metrics.csv"))).columns)
+    for key in ("train/loss_ce", "train/loss_ssl", "train/loss_cons_p", "train/loss_cons_f", "train/loss_rec",
+                "train/loss_da", "train/loss_mem", "train/loss_meta", "train/tau", "train/acceptance_rate",
+                "train/weight/alpha", "train/weight/eta", "train/bank_fill/good", "train/bank_fill/edge_burn",
+                "train/mask_ratio", "val/mAP", "val/pixel_auroc"):
+        assert any(c == key or c.startswith(key + "_") for c in logged), key
+
+
+def test_stage1_checkpoint_skips_stage1_and_keeps_head_only_for_same_classes(tmp_path, data_dir):
+    torch.manual_seed(3)
+    source = SourcePretraining(Backbone("mobilenet_v2"), 5, class_names=NAMES)
+    stem = source.net.backbone.stem[0][0].weight.detach().clone()
+    results = {}
+    for name, classes in (("same", NAMES), ("other", ["a", "b", "c", "d", "e"])):
+        path = tmp_path / f"{name}.ckpt"
+        torch.save({"state_dict": source.state_dict(), "hyper_parameters": {"class_names": classes}}, path)
+        cfg = _cfg(tmp_path / name, data_dir, f"model.tim.stage1_ckpt={path}", "model.tim.stage2.max_epochs=1")
+        dm = instantiate(cfg.data, _convert_="all")
+        model = instantiate(cfg.model, _convert_="partial")
+        dm.train_splits = model.train_splits()
+        model.run_stages(dm, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw))
+        results[name] = model.tim_summary
+        out = tmp_path / name / "out"
+        assert not (out / STAGE1).exists() and (out / STAGE2 / "checkpoints" / "last.ckpt").is_file()
+        torch.testing.assert_close(model.student_a.backbone.stem[0][0].weight, stem)  # transferred, frozen in stage 2
+        torch.testing.assert_close(model.teacher.backbone.stem[0][0].weight, stem)
+        assert dm.train_splits == model.train_splits()  # the stages gave the splits back
+    assert results["same"]["transfer"]["head_kept"] is True
+    assert results["other"]["transfer"]["head_kept"] is False
+    assert results["same"]["stage1"] == {"checkpoint": str(tmp_path / "same.ckpt"), "trained": False}
+
+
+def test_phase3_hook_runs_after_fit_and_test_uses_its_network(tmp_path, data_dir, monkeypatch):
+    import copy
+
+    import madd.compression.phase3 as phase3
+
+    seen = {}
+
+    def fake_phase3(student, teacher, datamodule, build_trainer, cfg):
+        seen.update(student=student, teacher=teacher, cfg=dict(cfg))
+        small = copy.deepcopy(student)
+        with torch.no_grad():
+            small.head.bias.zero_()
+            small.head.bias[1] = 100.0  # always "crack": makes the replaced network visible in the test metrics
+        return small
+
+    monkeypatch.setattr(phase3, "run_phase3", fake_phase3)
+    cfg = _cfg(tmp_path, data_dir, "model.tim.enabled=false", "trainer.max_epochs=1", "model.phase3.enabled=true",
+               "+model.phase3.rate=0.5")
+    metrics = train(cfg)
+    assert seen["cfg"]["rate"] == 0.5 and not any(p.requires_grad for p in seen["teacher"].parameters())
+    assert metrics["test/FAR"] == pytest.approx(1.0) and metrics["test/DR"] == pytest.approx(1.0)
