@@ -1,7 +1,7 @@
 """Class weights of the cross-entropy terms, as the supervised baseline's ``model.class_weights`` (same rule).
 
 The 50-label AWDD budget is about 30 ``good`` and 5 images per defect type; unweighted, a network trained from
-scratch learns to answer ``good`` (docs/foundation.md, "Baseline quality"). ``balanced`` gives class ``c``
+scratch learns to answer ``good`` (README, section "Foundation", "Baseline quality"). ``balanced`` gives class ``c``
 the weight ``n / (k · count_c)`` over the labelled images of a split (scikit-learn's ``compute_class_weight``);
 classes without labels keep 1.
 """

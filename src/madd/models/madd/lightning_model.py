@@ -188,7 +188,7 @@ class MADDModule(DefectModule):
         self.loss_rec = ReconstructionLoss()
         self.loss_da = DomainAlignmentLoss()
         self.loss_mem = MemoryConsistencyLoss()
-        self.loss_meta = MetaF1Loss(mp["temperature"])
+        self.loss_meta = MetaF1Loss(mp["temperature"], mp["f_beta"])
         self.loss_total = MADDTotalLoss()
 
         # ------------------------------------------------------------------ adaptive state (all in checkpoints)
@@ -419,7 +419,7 @@ class MADDModule(DefectModule):
 
         # 4. the remaining loss terms
         if w["beta"] > 0:
-            terms["ssl"] = self.loss_ssl(logits_u, pseudo, keep, attention_u, self.ce_weight)
+            terms["ssl"] = self.loss_ssl(logits_u, pseudo, keep, attention_u)
         if self.cons_on:
             with frozen_bn_statistics(self.student_b) if self.share_students else _null():
                 out_b = self.student_b.forward_features(view_b)

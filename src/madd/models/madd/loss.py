@@ -99,14 +99,18 @@ class MetaF1Loss(nn.Module):
     wrong ones. The indicator ``I(c > tau)`` is replaced by ``a = sigmoid((c - tau) / T)``:
     ``TP = sum a·k``, ``FP = sum a·(1 - k)``, ``FN = sum (1 - a)·k``, ``softF1 = 2TP / (2TP + FP + FN)``.
 
+    ``beta`` generalises F1 to ``F_beta = (1 + b^2) TP / ((1 + b^2) TP + b^2 FN + FP)``; ``beta = 1`` is Eq. 13's
+    F1. ``beta < 1`` weighs precision (clean pseudo-labels) over recall: with a weak teacher F1 prefers accepting
+    everything (precision = accuracy, recall = 1), which feeds wrong labels back.
+
     Fallback (no correct teacher prediction on the validation set, where F1 is 0 for every ``tau``): the loss is
     the mean soft acceptance ``mean(a)``, which raises ``tau`` to its upper bound. ``tau`` may be a scalar or
     one value per image.
     """
 
-    def __init__(self, temperature: float = 0.05) -> None:
+    def __init__(self, temperature: float = 0.05, beta: float = 1.0) -> None:
         super().__init__()
-        self.temperature = temperature
+        self.temperature, self.beta = temperature, beta
 
     def forward(self, confidence: torch.Tensor, correct: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         a = torch.sigmoid((confidence - tau) / self.temperature)
@@ -114,7 +118,8 @@ class MetaF1Loss(nn.Module):
         if k.sum() == 0:
             return a.mean()
         tp, fp, fn = (a * k).sum(), (a * (1 - k)).sum(), ((1 - a) * k).sum()
-        return 1.0 - 2 * tp / (2 * tp + fp + fn).clamp_min(1e-8)
+        b2 = self.beta**2
+        return 1.0 - (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp).clamp_min(1e-8)
 
 
 class MADDTotalLoss(nn.Module):

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "domain_features": True,
         "hidden": 64,
         "temperature": 0.05,
+        "f_beta": 1.0,
     },
     "memory_bank": {
         "enabled": True,
