@@ -17,13 +17,6 @@ SMALL = [*TINY_DATA, "data.image_size=48", "data.target.image_size=48", "data.so
          "data.source.image_size=48"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # on a shared, loaded 2-core machine two OpenMP threads wait on each other and run several times slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_distill_experiment_from_a_checkpoint(tmp_path, data_dir):

@@ -20,13 +20,6 @@ from madd.models.distillation import DistillationLoss, DistillationModule, SoftT
 from madd.pipeline import build_trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # on a shared, loaded 2-core machine two OpenMP threads wait on each other and run several times slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _softmax(v):

@@ -21,13 +21,6 @@ from madd.errors import DataError, MaddConfigError
 from madd.pipeline import train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # on a shared, loaded 2-core machine two OpenMP threads wait on each other and run several times slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_merge_classes_relabels_and_refuses_to_drop():

@@ -20,13 +20,6 @@ from madd.models.backbones import Backbone
 from madd.models.classifier import ImageClassifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # on a shared, loaded 2-core machine two OpenMP threads wait on each other and run several times slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def classifier(name: str = "resnet18", seed: int = 0) -> ImageClassifier:

@@ -16,13 +16,6 @@ from madd.errors import MaddConfigError
 from madd.pipeline import train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # on a shared, loaded 2-core machine two OpenMP threads wait on each other and run several times slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class RecordMasks(SoftFilterPruning):

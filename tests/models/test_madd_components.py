@@ -27,13 +27,6 @@ from madd.models.madd.rcsm import (
 from madd.models.madd.torch_model import DomainAdaptiveAdapter, MADDNet, ReconstructionDecoder, _split_stride
 from madd.models.madd.views import MODALITIES, RandomCTArtifacts, build_mild_view, build_strong_view
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads contend and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------- Eq. 5 adapter

@@ -20,13 +20,6 @@ def _cfg(tmp_path, data_dir, *extra):
     return compose_config([*TINY, *extra], tmp_path, data_dir)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads contend and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------- configs

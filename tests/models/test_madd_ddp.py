@@ -39,12 +39,6 @@ class RankRecorder(L.Callback):
             json.dump(record, f)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.ddp
