@@ -120,7 +120,7 @@ def test_balanced_class_weights_follow_the_labelled_split(tmp_path, data_dir):
     labels = torch.tensor([r.label for r in dm.records["target_labeled"]])
     counts = torch.bincount(labels, minlength=5).float()
     # sklearn "balanced": n / (k * count_c), here n = 10 labels over k = 5 classes
-    assert torch.allclose(model.loss_weight, 10 / (5 * counts))
+    assert torch.allclose(model.ce_weights.weight, 10 / (5 * counts))
 
 
 def test_class_weights_validation():
@@ -131,7 +131,7 @@ def test_class_weights_validation():
     with pytest.raises(MaddConfigError, match="model.class_weights='inverse'"):
         SupervisedClassifier(Backbone("resnet18"), num_classes=3, class_weights="inverse")
     m = SupervisedClassifier(Backbone("resnet18"), num_classes=2, class_weights=[1.0, 3.0])
-    assert m.loss_weight.tolist() == [1.0, 3.0]
+    assert m.ce_weights.weight.tolist() == [1.0, 3.0]
 
 
 def test_imagenet_weights_absent_is_a_clear_error(tmp_path, data_dir, monkeypatch, capsys):

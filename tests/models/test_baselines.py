@@ -102,6 +102,18 @@ def test_fixmatch_threshold_is_inclusive_and_weak_view_gets_no_gradient():
         FixMatchLoss(threshold=1.5)
 
 
+def test_fixmatch_class_weight_scales_labelled_and_accepted_pseudo_terms():
+    # same numbers as above; class weights (1, 4): the labelled row is class 0 (weight 1 in a weighted mean, so
+    # CE stays ln 2), the accepted pseudo-label is class 1 (weight 4), the rejected row stays 0; mask unchanged
+    logits_x, labels_x = torch.tensor([[0.0, 0.0]]), torch.tensor([0])
+    weak = torch.tensor([[0.0, 4.0], [2.0, 0.0]])
+    strong = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    out = FixMatchLoss(0.95, 1.0)(logits_x, labels_x, weak, strong, torch.tensor([1.0, 4.0]))
+    assert out.mask.tolist() == [1.0, 0.0]
+    assert out.loss_sup.item() == pytest.approx(math.log(2))
+    assert out.loss_unsup.item() == pytest.approx(4 * math.log(1 + math.e) / 2)
+
+
 # ----------------------------------------------------------------------------------------------- Mean Teacher loss
 
 
@@ -127,6 +139,13 @@ def test_mean_teacher_loss_hand_computed():
     out.loss.backward()
     assert teacher.grad is None and student.grad.abs().sum() > 0
     assert loss(student, teacher, torch.tensor([0]), epoch=10.0).weight == 10.0
+    # class weights enter the cross-entropy only: two labelled rows (CE ln 2 each) of classes 0 and 1,
+    # weights (1, 3): the weighted mean (1 ln 2 + 3 ln 2) / 4 is still ln 2; one row of class 1 alone is ln 2 too
+    weighted = loss(student, teacher, torch.tensor([0, 1]), epoch=10.0, class_weight=torch.tensor([1.0, 3.0]))
+    assert weighted.loss_sup.item() == pytest.approx(math.log(2))
+    uneven = loss(torch.tensor([[2.0, 0.0], [0.0, 0.0]]), teacher, torch.tensor([0, 1]), 10.0, torch.tensor([1.0, 3.0]))
+    ce0, ce1 = math.log(1 + math.exp(-2)), math.log(2)
+    assert uneven.loss_sup.item() == pytest.approx((ce0 + 3 * ce1) / 4)
 
 
 # ----------------------------------------------------------------------------------------------- Lightning modules

@@ -28,7 +28,6 @@ from madd.models.madd.torch_model import DomainAdaptiveAdapter, MADDNet, Reconst
 from madd.models.madd.views import MODALITIES, RandomCTArtifacts, build_mild_view, build_strong_view
 
 
-
 # ------------------------------------------------------------------------------------------- Eq. 5 adapter
 
 
@@ -388,7 +387,7 @@ def test_loss_weight_adapter_reads_val_f1_and_updates_the_model():
 def test_balanced_class_weights_match_scikit_learn_rule():
     from types import SimpleNamespace
 
-    from madd.models.madd.class_weights import balanced_class_weights, check_class_weights, split_class_weights
+    from madd.models.class_weights import balanced_class_weights, check_class_weights, split_class_weights
 
     labels = [0] * 30 + [1] * 5 + [2] * 5 + [3] * 10  # class 4 absent
     w = balanced_class_weights(labels, 5)
@@ -411,3 +410,37 @@ def test_pseudo_label_loss_class_weight():
     pseudo, keep = torch.tensor([0, 2]), torch.tensor([True, True])
     weighted = AttentionWeightedPseudoLabelLoss()(logits, pseudo, keep, None, torch.tensor([0.5, 1.0, 3.0]))
     assert weighted.item() == pytest.approx((0.5 + 3.0) * math.log(3) / 2)
+
+
+def test_frozen_bn_statistics_normalises_by_batch_but_keeps_running_stats():
+    from madd.models.madd.lightning_model import frozen_bn_statistics
+
+    bn = torch.nn.BatchNorm2d(2).train()
+    x = torch.randn(4, 2, 3, 3) * 5 + 3
+    with frozen_bn_statistics(bn):
+        y = bn(x)
+    assert torch.equal(bn.running_mean, torch.zeros(2)) and torch.equal(bn.running_var, torch.ones(2))
+    assert y.mean().abs() < 1e-5  # batch statistics were used
+    assert bn.momentum == 0.1  # restored
+    bn(x)
+    assert not torch.equal(bn.running_mean, torch.zeros(2))
+
+
+@pytest.mark.parametrize("source_bn", ["separate", "shared"])
+def test_source_images_move_running_statistics_only_when_shared(source_bn):
+    from madd.models.madd import MADDModule
+
+    torch.manual_seed(0)
+    model = MADDModule(Backbone("resnet18"), num_classes=3, normal_index=0, joint={"source_bn": source_bn}).train()
+    target, source = torch.rand(4, 3, 32, 32), torch.rand(2, 3, 32, 32) * 3 + 2  # another domain
+    reference = MADDNet(Backbone("resnet18"), 3)
+    reference.load_state_dict(model.student_a.state_dict())
+    out = model._student_a_pass(torch.cat([target, source]), n_source=2)
+    assert out.logits.shape == (6, 3) and [s.shape[0] for s in out.stages] == [6] * 4
+    ref_target = reference.train().forward_features(target)
+    bn, ref_bn = model.student_a.backbone.stages[0][0].bn1, reference.backbone.stages[0][0].bn1
+    if source_bn == "separate":  # target rows normalised by target statistics alone; running stats target-only
+        assert torch.allclose(out.logits[:4], ref_target.logits, atol=1e-5)
+        assert torch.allclose(bn.running_mean, ref_bn.running_mean)
+    else:
+        assert not torch.allclose(bn.running_mean, ref_bn.running_mean)

@@ -34,8 +34,6 @@ class StopAfterEpochs(L.Callback):
             trainer.should_stop = True
 
 
-
-
 # ------------------------------------------------------------------------------------------- state and resume
 
 

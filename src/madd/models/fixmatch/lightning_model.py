@@ -15,6 +15,7 @@ from madd.data.augment import build_augmentation
 from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone
 from madd.models.base import DefectModule
+from madd.models.class_weights import ClassWeights
 from madd.models.classifier import ImageClassifier
 from madd.models.fixmatch.loss import FixMatchLoss
 
@@ -26,6 +27,7 @@ class FixMatch(DefectModule):
         lambda_u: weight of the unlabelled term (1.0).
         weak_augment, strong_augment: :func:`~madd.data.augment.build_augmentation` presets of the two views.
         dropout: dropout before the linear head.
+        class_weights: ``model.class_weights`` (null, balanced or one number per class) of both cross-entropies.
 
     Logs ``train/loss``, ``train/loss_sup``, ``train/loss_unsup``, ``train/mask_rate`` (share of unlabelled
     images whose pseudo-label was accepted) and ``train/pseudo_precision`` (share of accepted pseudo-labels
@@ -47,6 +49,7 @@ class FixMatch(DefectModule):
         optimizer=None,
         scheduler=None,
         pixel_threshold: float = 0.5,
+        class_weights: str | Sequence[float] | None = None,
     ) -> None:
         super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
         if not 0.0 <= threshold <= 1.0:
@@ -58,6 +61,11 @@ class FixMatch(DefectModule):
         self.weak = build_augmentation(weak_augment)
         self.strong = build_augmentation(strong_augment)
         self.criterion = FixMatchLoss(threshold, lambda_u)
+        self.ce_weights = ClassWeights(class_weights, num_classes)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.ce_weights.fit(self.trainer)
 
     def train_splits(self) -> list[str]:
         return ["target_labeled", "target_unlabeled"]
@@ -73,7 +81,7 @@ class FixMatch(DefectModule):
         # one forward over labelled + both unlabelled views: BatchNorm sees the whole step, as in the official code
         logits = self(views)
         logits_x, logits_u_weak, logits_u_strong = logits.split([len(x), len(u), len(u)])
-        out = self.criterion(logits_x, labels, logits_u_weak, logits_u_strong)
+        out = self.criterion(logits_x, labels, logits_u_weak, logits_u_strong, self.ce_weights.weight)
         self.log_dict(
             {"train/loss": out.loss, "train/loss_sup": out.loss_sup, "train/loss_unsup": out.loss_unsup},
             prog_bar=True, batch_size=len(x),

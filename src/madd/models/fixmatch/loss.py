@@ -35,6 +35,8 @@ class FixMatchLoss(nn.Module):
 
     Inputs: labelled logits ``(B, K)`` and labels ``(B,)``, weak-view logits ``(muB, K)`` (detached inside) and
     strong-view logits ``(muB, K)`` of the same unlabelled images. No label of the unlabelled images is taken.
+    ``class_weight`` (optional, ``(K,)``) weights both cross-entropies by the (pseudo-)label's class, as the
+    supervised baseline's ``model.class_weights`` (a normal-dominant budget otherwise pseudo-labels ``good``).
     """
 
     def __init__(self, threshold: float = 0.95, lambda_u: float = 1.0) -> None:
@@ -49,10 +51,12 @@ class FixMatchLoss(nn.Module):
         labels_x: torch.Tensor,
         logits_u_weak: torch.Tensor,
         logits_u_strong: torch.Tensor,
+        class_weight: torch.Tensor | None = None,
     ) -> FixMatchOutput:
-        loss_sup = F.cross_entropy(logits_x, labels_x)
+        loss_sup = F.cross_entropy(logits_x, labels_x, weight=class_weight)
         with torch.no_grad():
             confidence, pseudo = logits_u_weak.detach().softmax(1).max(1)
             mask = (confidence >= self.threshold).float()
-        loss_unsup = (F.cross_entropy(logits_u_strong, pseudo, reduction="none") * mask).mean()
+        weight = mask if class_weight is None else mask * class_weight.to(mask)[pseudo]  # mean over all muB
+        loss_unsup = (F.cross_entropy(logits_u_strong, pseudo, reduction="none") * weight).mean()
         return FixMatchOutput(loss_sup + self.lambda_u * loss_unsup, loss_sup, loss_unsup, mask, pseudo)

@@ -37,7 +37,7 @@ from madd.errors import MaddConfigError
 from madd.models.base import DefectModule
 from madd.models.ema import copy_weights, ema_update
 from madd.models.madd import settings
-from madd.models.madd.class_weights import check_class_weights, split_class_weights
+from madd.models.class_weights import ClassWeights
 from madd.models.madd.distributed import gather_rows
 from madd.models.madd.localization import BoxAP, boxes_from_anomaly_map, target_boxes
 from madd.models.madd.loss import (
@@ -60,7 +60,7 @@ from madd.models.madd.rcsm import (
     defect_cells,
     masked_input,
 )
-from madd.models.madd.torch_model import MADDNet, ReconstructionDecoder, stage_stride
+from madd.models.madd.torch_model import MADDNet, NetOutput, ReconstructionDecoder, stage_stride
 from madd.models.madd.views import build_mild_view, build_strong_view
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,7 @@ class MADDModule(DefectModule):
         class_weights: str | Sequence[float] | None = None,
     ) -> None:
         super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
-        class_weights = check_class_weights(class_weights, num_classes)
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
-        self.class_weights = class_weights
         if eval_network not in ("student_a", "teacher"):
             raise MaddConfigError(f"model.eval_network={eval_network!r}: choose student_a or teacher")
         cfg = {name: settings.resolve(name, given) for name, given in [
@@ -194,8 +192,8 @@ class MADDModule(DefectModule):
         # ------------------------------------------------------------------ adaptive state (all in checkpoints)
         self.register_buffer("loss_weights", torch.tensor([float(w[k]) for k in WEIGHT_NAMES]))
         # cross-entropy class weights (target labels, source labels): derived from the data at fit start
-        self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
-        self.register_buffer("source_ce_weight", torch.ones(num_classes), persistent=False)
+        self.ce_weights = ClassWeights(class_weights, num_classes)
+        self.source_ce_weights = ClassWeights(class_weights, num_classes, "source")
         self.register_buffer("last_val_f1", torch.tensor(-1.0))  # -1: no validation seen yet
         self.register_buffer("teacher_syncs", torch.zeros((), dtype=torch.long))
         self.register_buffer("tau_prev", torch.tensor(0.7 if self.dynamic_tau else float(mp["fixed_tau"])))
@@ -220,9 +218,9 @@ class MADDModule(DefectModule):
         return ["target_labeled", "target_unlabeled", "source"]
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.class_weights is not None:
-            for buffer, split in ((self.ce_weight, "target_labeled"), (self.source_ce_weight, "source")):
-                buffer.copy_(split_class_weights(self.class_weights, self.trainer, split, self.num_classes))
+        if stage == "fit":
+            self.ce_weights.fit(self.trainer)
+            self.source_ce_weights.fit(self.trainer)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -373,13 +371,13 @@ class MADDModule(DefectModule):
             t_out = self.teacher.forward_features(torch.cat([xt[nl:], xs]))
             t_probs_u, t_probs_s = t_out.logits.float().softmax(1).split([nu, ns])
             t_feat_u, t_feat_s = t_out.features.split([nu, ns])
-        out_a = self.student_a.forward_features(view_a)
+        out_a = self._student_a_pass(view_a, ns)
         logits_l, logits_u, logits_s = out_a.logits.split([nl, nu, ns])
         f_l, f_u, f_s = out_a.features.split([nl, nu, ns])
-        terms["ce"] = F.cross_entropy(logits_l, yl, weight=self.ce_weight)
+        terms["ce"] = F.cross_entropy(logits_l, yl, weight=self.ce_weights.weight)
         lambda_s = float(self.cfg["joint"]["source_ce_weight"])
         if lambda_s > 0:  # Eq. 3's labelled risk also covers the (label-mapped) source images
-            ce_source = F.cross_entropy(logits_s, src["label"], weight=self.source_ce_weight)
+            ce_source = F.cross_entropy(logits_s, src["label"], weight=self.source_ce_weights.weight)
             logs["train/loss_ce_source"] = ce_source
             terms["ce"] = terms["ce"] + lambda_s * ce_source
 
@@ -419,7 +417,7 @@ class MADDModule(DefectModule):
 
         # 4. the remaining loss terms
         if w["beta"] > 0:
-            terms["ssl"] = self.loss_ssl(logits_u, pseudo, keep, attention_u)
+            terms["ssl"] = self.loss_ssl(logits_u, pseudo, keep, attention_u, self.ce_weights.weight)
         if self.cons_on:
             with frozen_bn_statistics(self.student_b) if self.share_students else _null():
                 out_b = self.student_b.forward_features(view_b)
@@ -455,6 +453,20 @@ class MADDModule(DefectModule):
 
         self._log_step(loss, terms, logs, tau, passed, keep, pseudo, unl["label"], nl, nu)
         return loss
+
+    def _student_a_pass(self, views: torch.Tensor, n_source: int) -> NetOutput:
+        """Student A on ``[target views; source views]``. With ``joint.source_bn=separate`` the source rows get their
+        own pass, normalised by their own batch statistics without moving the running statistics (domain-specific
+        batch normalisation, as in AdaBN/DSBN): BatchNorm's running statistics, which evaluation uses, stay
+        target-domain, and the target rows are not normalised by a batch half made of another domain.
+        ``shared``: one pass over both, as a plain network would."""
+        if self.cfg["joint"]["source_bn"] == "shared" or n_source == 0:
+            return self.student_a.forward_features(views)
+        target = self.student_a.forward_features(views[:-n_source])
+        with frozen_bn_statistics(self.student_a):
+            source = self.student_a.forward_features(views[-n_source:])
+        return NetOutput(torch.cat([target.logits, source.logits]), torch.cat([target.features, source.features]),
+                         [torch.cat(pair) for pair in zip(target.stages, source.stages)])
 
     def _meta_loss(self, f_src: torch.Tensor, p_src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Eq. 13 on the cached teacher outputs of the validation split; only the meta-learner gets gradients."""

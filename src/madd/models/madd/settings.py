@@ -31,7 +31,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # source_ce_weight: lambda_s in L_ce = CE(target labelled) + lambda_s CE(source), Eq. 3's labelled risk over
     # D_s u D_t; 0 = Eq. 17 as written (target labels only)
-    "joint": {"freeze_stages": 0, "source_ce_weight": 0.0},
+    "joint": {"freeze_stages": 0, "source_ce_weight": 0.0, "source_bn": "separate"},
     "teacher_sync": {"mode": "copy", "every_n_epochs": 5, "ema_decay": 0.99},
     "consistency": {"enabled": True, "mmd_bandwidths": None},
     "rcsm": {
@@ -105,6 +105,9 @@ def resolve(section: str, given: Mapping | None) -> dict:
         raise MaddConfigError(f"model.teacher_sync.mode={cfg['mode']!r}: choose copy (every n epochs) or ema")
     if section == "teacher_sync" and int(cfg["every_n_epochs"]) < 1:
         raise MaddConfigError(f"model.teacher_sync.every_n_epochs={cfg['every_n_epochs']} must be >= 1")
+    if section == "joint" and cfg["source_bn"] not in ("separate", "shared"):
+        raise MaddConfigError(f"model.joint.source_bn={cfg['source_bn']!r}: choose separate (source images "
+                              "normalised by their own batch statistics) or shared")
     if section == "mapom" and not 0.0 < float(cfg["fixed_tau"]) <= 1.0:
         raise MaddConfigError(f"model.mapom.fixed_tau={cfg['fixed_tau']} must be in (0, 1]")
     if section == "rcsm" and not {cfg["feature_stage"], cfg["decoder_stage"]} <= {0, 1, 2, 3}:

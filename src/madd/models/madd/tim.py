@@ -32,7 +32,7 @@ from madd.errors import MaddConfigError
 from madd.losses import coral_loss
 from madd.models.base import DefectModule
 from madd.models.classifier import ImageClassifier
-from madd.models.madd.class_weights import check_class_weights, split_class_weights
+from madd.models.class_weights import ClassWeights
 from madd.models.madd.distributed import gather_rows
 from madd.models.madd.torch_model import MADDNet
 from madd.transfer import load_checkpoint_state, transfer_backbone
@@ -58,15 +58,14 @@ class SourcePretraining(DefectModule):
         self.net = ImageClassifier(backbone, num_classes)
         self.augment = build_augmentation(augment)
         self.coral_weight = coral_weight
-        self.class_weights = check_class_weights(class_weights, num_classes)
-        self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
+        self.ce_weights = ClassWeights(class_weights, num_classes, "source")
 
     def train_splits(self) -> list[str]:
         return ["source", "target_unlabeled"]
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.class_weights is not None:
-            self.ce_weight.copy_(split_class_weights(self.class_weights, self.trainer, "source", self.num_classes))
+        if stage == "fit":
+            self.ce_weights.fit(self.trainer)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -78,7 +77,7 @@ class SourcePretraining(DefectModule):
             views = self.augment(torch.cat([xs, xt]))
         f_s, f_t = self.net.features(views).split([len(xs), len(xt)])
         logits = self.net.head(f_s)
-        ce = F.cross_entropy(logits, ys, weight=self.ce_weight)
+        ce = F.cross_entropy(logits, ys, weight=self.ce_weights.weight)
         loss = ce
         logs = {"train/loss_ce": ce, "train/accuracy": (logits.argmax(1) == ys).float().mean()}
         if self.coral_weight > 0:
@@ -102,16 +101,14 @@ class TargetAdaptation(DefectModule):
         self.net.requires_grad_(True)
         self.net.backbone.freeze(freeze_stages)
         self.augment = build_augmentation(augment)
-        self.class_weights = check_class_weights(class_weights, num_classes)
-        self.register_buffer("ce_weight", torch.ones(num_classes), persistent=False)
+        self.ce_weights = ClassWeights(class_weights, num_classes)
 
     def train_splits(self) -> list[str]:
         return ["target_labeled"]
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.class_weights is not None:
-            self.ce_weight.copy_(split_class_weights(self.class_weights, self.trainer, "target_labeled",
-                                                     self.num_classes))
+        if stage == "fit":
+            self.ce_weights.fit(self.trainer)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -121,7 +118,7 @@ class TargetAdaptation(DefectModule):
         with torch.no_grad():
             images = self.augment(b["image"])
         logits = self(images)
-        loss = F.cross_entropy(logits, b["label"], weight=self.ce_weight)
+        loss = F.cross_entropy(logits, b["label"], weight=self.ce_weights.weight)
         self.log_dict({"train/loss": loss, "train/loss_ce": loss,
                        "train/accuracy": (logits.argmax(1) == b["label"]).float().mean()},
                       prog_bar=True, batch_size=len(images))
@@ -204,7 +201,7 @@ def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
         opt, sched = _stage_factories(madd, s1["max_epochs"], s1["lr"])
         stage1 = SourcePretraining(copy.deepcopy(madd.student_a.backbone), madd.num_classes, s1["coral_weight"],
                                    s1["augment"], madd.class_names, madd.normal_index, opt, sched,
-                                   madd.class_weights)
+                                   madd.ce_weights.spec)
         state, best = _fit_stage(stage1, STAGE1, s1, datamodule, build_trainer)
         summary["stage1"] = {"checkpoint": best, "trained": True}
         head_fits, prefix_map = True, {"net.backbone.": "backbone."}
@@ -219,7 +216,7 @@ def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
     s2 = cfg["stage2"]
     opt, sched = _stage_factories(madd, s2["max_epochs"], s2["lr"])
     stage2 = TargetAdaptation(net, madd.num_classes, s2["freeze_stages"], s2["augment"], madd.class_names,
-                              madd.normal_index, opt, sched, madd.class_weights)
+                              madd.normal_index, opt, sched, madd.ce_weights.spec)
     state2, best2 = _fit_stage(stage2, STAGE2, s2, datamodule, build_trainer)
     summary["stage2"] = {"checkpoint": best2}
     madd.load_tim_weights({k[len("net."):]: v for k, v in state2.items() if k.startswith("net.")})

@@ -17,6 +17,7 @@ from madd.data.augment import build_augmentation
 from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone
 from madd.models.base import DefectModule
+from madd.models.class_weights import ClassWeights
 from madd.models.classifier import ImageClassifier
 from madd.models.ema import copy_weights, ema_update
 from madd.models.mean_teacher.loss import MeanTeacherLoss
@@ -31,6 +32,7 @@ class MeanTeacher(DefectModule):
         rampup_epochs: length of the sigmoid ramp-up ``exp(-5 (1 - T)^2)`` in (fractional) epochs.
         augment: :func:`~madd.data.augment.build_augmentation` preset; student and teacher get independent draws.
         dropout: dropout before the linear head (noise for both networks, as in the paper).
+        class_weights: ``model.class_weights`` (null, balanced or one number per class) of the cross-entropy.
 
     Logs ``train/loss``, ``train/loss_sup``, ``train/loss_cons`` (unweighted), ``train/cons_weight``,
     ``train/ema_decay`` and ``train/teacher_agreement`` (share of images where student and teacher agree).
@@ -50,6 +52,7 @@ class MeanTeacher(DefectModule):
         optimizer=None,
         scheduler=None,
         pixel_threshold: float = 0.5,
+        class_weights: str | Sequence[float] | None = None,
     ) -> None:
         super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
         if not 0.0 <= ema_decay <= 1.0:
@@ -63,6 +66,7 @@ class MeanTeacher(DefectModule):
         self.teacher.requires_grad_(False)  # out of trainable_parameters(): updated by EMA only
         self.augment = build_augmentation(augment)
         self.criterion = MeanTeacherLoss(consistency_weight, rampup_epochs)
+        self.ce_weights = ClassWeights(class_weights, num_classes)
         self.ema_decay = ema_decay
         self._ema_step = -1  # the global step of the last EMA update (guards gradient accumulation)
 
@@ -79,7 +83,8 @@ class MeanTeacher(DefectModule):
             student_view, teacher_view = self.augment(images), self.augment(images)
             teacher_logits = self.teacher(teacher_view)
         student_logits = self.student(student_view)
-        out = self.criterion(student_logits, teacher_logits, labels, self._epoch_progress(batch_idx))
+        out = self.criterion(student_logits, teacher_logits, labels, self._epoch_progress(batch_idx),
+                              self.ce_weights.weight)
         agreement = (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean()
         self.log_dict(
             {"train/loss": out.loss, "train/loss_sup": out.loss_sup, "train/loss_cons": out.loss_cons},
@@ -101,6 +106,10 @@ class MeanTeacher(DefectModule):
     def current_ema_decay(self, step: int) -> float:
         """``min(1 - 1 / (step + 1), ema_decay)``: a true running mean at first, then the fixed decay."""
         return min(1.0 - 1.0 / (step + 1), self.ema_decay)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.ce_weights.fit(self.trainer)
 
     def on_fit_start(self) -> None:
         # A fresh fit starts the teacher as the student, whatever initialised the student after construction

@@ -52,7 +52,8 @@ class MeanTeacherLoss(nn.Module):
     \\sigma(\\text{teacher}))` (Mean Teacher, Sec. 2), ``w(t) = consistency_weight * sigmoid_rampup(t, rampup)``.
 
     Inputs: student logits ``(N, K)``, teacher logits ``(N, K)`` of the same images (labelled rows first), the
-    labels ``(B,)`` of the first ``B`` rows, and the training time ``t`` in epochs (fractional).
+    labels ``(B,)`` of the first ``B`` rows, and the training time ``t`` in epochs (fractional). ``class_weight``
+    (optional, ``(K,)``) weights the cross-entropy by class, as the supervised baseline's ``model.class_weights``.
     """
 
     def __init__(self, consistency_weight: float = 10.0, rampup_epochs: float = 5.0) -> None:
@@ -66,9 +67,10 @@ class MeanTeacherLoss(nn.Module):
         return self.consistency_weight * sigmoid_rampup(epoch, self.rampup_epochs)
 
     def forward(
-        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, epoch: float
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, epoch: float,
+        class_weight: torch.Tensor | None = None,
     ) -> MeanTeacherOutput:
-        loss_sup = F.cross_entropy(student_logits[: len(labels)], labels)
+        loss_sup = F.cross_entropy(student_logits[: len(labels)], labels, weight=class_weight)
         loss_cons = softmax_mse_loss(student_logits, teacher_logits)
         w = self.weight(epoch)
         return MeanTeacherOutput(loss_sup + w * loss_cons, loss_sup, loss_cons, w)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.utils.class_weight import compute_class_weight
 
 from madd.data.augment import build_augmentation
 from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone
 from madd.models.base import DefectModule
+from madd.models.class_weights import ClassWeights
 from madd.models.classifier import ImageClassifier
 
 
@@ -46,42 +45,16 @@ class SupervisedClassifier(DefectModule):
         class_weights: str | Sequence[float] | None = None,
     ) -> None:
         super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
-        if class_weights is not None and not isinstance(class_weights, str):
-            class_weights = [float(w) for w in class_weights]
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
         self.net = ImageClassifier(backbone, num_classes, dropout)
         self.augment = build_augmentation(augment)
         self.train_split = train_split
         self.label_smoothing = label_smoothing
-        self.class_weights = class_weights
-        # not persistent: recomputed from the data at fit start, so checkpoints keep their usual keys
-        self.register_buffer("loss_weight", torch.ones(num_classes), persistent=False)
-        if isinstance(class_weights, list):
-            if len(class_weights) != num_classes or min(class_weights) < 0:
-                raise MaddConfigError(
-                    f"model.class_weights needs {num_classes} non-negative numbers (one per class), got {class_weights}"
-                )
-            self.loss_weight = torch.tensor(class_weights)
-        elif class_weights not in (None, "balanced"):
-            raise MaddConfigError(f"model.class_weights={class_weights!r}: use null, balanced or a list of floats")
+        self.ce_weights = ClassWeights(class_weights, num_classes, train_split)
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.class_weights == "balanced":
-            self.loss_weight = self.balanced_weights().to(self.loss_weight.device)
-
-    def balanced_weights(self) -> torch.Tensor:
-        """``n / (k * count_c)`` over the labelled training images (classes without labels keep weight 1)."""
-        records = getattr(self.trainer.datamodule, "records", None) if self._trainer is not None else None
-        if not records or self.train_split not in records:
-            raise MaddConfigError(
-                "model.class_weights=balanced counts the labels of the training split and needs a "
-                "madd DefectDataModule; set model.class_weights=null or give explicit weights"
-            )
-        labels = np.array([r.label for r in records[self.train_split]])
-        present = np.unique(labels)
-        weights = np.ones(self.num_classes, dtype=np.float32)
-        weights[present] = compute_class_weight("balanced", classes=present, y=labels)
-        return torch.from_numpy(weights)
+        if stage == "fit":
+            self.ce_weights.fit(self.trainer)
 
     def train_splits(self) -> list[str]:
         """The one split it learns from (``source`` for source pre-training): the data module loads just that."""
@@ -95,7 +68,7 @@ class SupervisedClassifier(DefectModule):
         with torch.no_grad():
             images = self.augment(b["image"])
         logits = self(images)
-        loss = F.cross_entropy(logits, b["label"], weight=self.loss_weight, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(logits, b["label"], weight=self.ce_weights.weight, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(1) == b["label"]).float().mean()
         self.log_dict({"train/loss": loss, "train/accuracy": acc}, prog_bar=True, batch_size=len(images))
         return loss

@@ -1,4 +1,5 @@
-"""Class weights of the cross-entropy terms, as the supervised baseline's ``model.class_weights`` (same rule).
+"""Class weights of the cross-entropy terms: ``model.class_weights`` of every classifier (supervised, FixMatch, Mean
+Teacher, MADD and its TIM stages), one rule.
 
 The 50-label AWDD budget is about 30 ``good`` and 5 images per defect type; unweighted, a network trained from
 scratch learns to answer ``good`` (README, section "Foundation", "Baseline quality"). ``balanced`` gives class ``c``
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
 
 from madd.errors import MaddConfigError
 
@@ -50,3 +52,22 @@ def split_class_weights(spec, trainer, split: str, num_classes: int) -> torch.Te
         raise MaddConfigError("model.class_weights=balanced counts the labels of the training splits and needs a "
                               "madd DefectDataModule; set model.class_weights=null or give explicit weights")
     return balanced_class_weights([r.label for r in records[split]], num_classes)
+
+
+class ClassWeights(nn.Module):
+    """The cross-entropy class weights of one labelled split, for any module with a ``model.class_weights`` option.
+
+    ``weight`` is a non-persistent buffer (checkpoints keep their keys; it moves with the module's device): an
+    explicit list from the start, ``"balanced"`` counted from ``split`` of the trainer's data module by
+    :meth:`fit` (call it from ``setup("fit")``), all ones for ``None``.
+    """
+
+    def __init__(self, spec, num_classes: int, split: str = "target_labeled") -> None:
+        super().__init__()
+        self.spec, self.num_classes, self.split = check_class_weights(spec, num_classes), num_classes, split
+        initial = torch.tensor(self.spec, dtype=torch.float32) if isinstance(self.spec, list) else torch.ones(num_classes)
+        self.register_buffer("weight", initial, persistent=False)
+
+    def fit(self, trainer) -> None:
+        if self.spec is not None:
+            self.weight.copy_(split_class_weights(self.spec, trainer, self.split, self.num_classes))
