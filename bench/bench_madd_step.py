@@ -48,7 +48,8 @@ def _config(args):
     import madd.utils.resolvers  # noqa: F401
 
     overrides = [
-        "experiment=madd_awdd", "model.tim.enabled=false", f"data.image_size={args.image_size}",
+        # class weights need the data module inside the trainer; the bench feeds in-memory batches (same cost)
+        "experiment=madd_awdd", "model.tim.enabled=false", "model.class_weights=null", f"data.image_size={args.image_size}",
         f"data.batch_size={args.batch}", f"data.target.num_images={args.images}",
         f"data.source.num_images={args.images}",
         f"paths.data_dir={args.data_dir}", "paths.output_dir=" + tempfile.mkdtemp(), "paths.log_dir=/tmp",
