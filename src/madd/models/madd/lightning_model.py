@@ -35,9 +35,9 @@ from torch import nn
 from madd.data.augment import build_augmentation
 from madd.errors import MaddConfigError
 from madd.models.base import DefectModule
+from madd.models.class_weights import ClassWeights
 from madd.models.ema import copy_weights, ema_update
 from madd.models.madd import settings
-from madd.models.class_weights import ClassWeights
 from madd.models.madd.distributed import gather_rows
 from madd.models.madd.localization import BoxAP, boxes_from_anomaly_map, target_boxes
 from madd.models.madd.loss import (

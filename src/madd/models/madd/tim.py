@@ -31,8 +31,8 @@ from madd.data.augment import build_augmentation
 from madd.errors import MaddConfigError
 from madd.losses import coral_loss
 from madd.models.base import DefectModule
-from madd.models.classifier import ImageClassifier
 from madd.models.class_weights import ClassWeights
+from madd.models.classifier import ImageClassifier
 from madd.models.madd.distributed import gather_rows
 from madd.models.madd.torch_model import MADDNet
 from madd.transfer import load_checkpoint_state, transfer_backbone

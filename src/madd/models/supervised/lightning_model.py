@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from madd.data.augment import build_augmentation
-from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone
 from madd.models.base import DefectModule
 from madd.models.class_weights import ClassWeights
