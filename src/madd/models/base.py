@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from madd.errors import MaddConfigError
 from madd.metrics import DefectMetrics, PixelMetrics
+from madd.models.class_weights import ClassWeights
 
 
 class DefectModule(L.LightningModule):
@@ -50,6 +51,14 @@ class DefectModule(L.LightningModule):
         self.pixel_threshold = pixel_threshold
         self.run_config: dict | None = None  # the resolved Hydra config, stored in checkpoints
         self.test_outputs: dict[str, torch.Tensor] = {}
+
+    def setup(self, stage: str) -> None:
+        """Resolves every ``model.class_weights`` (:class:`ClassWeights` submodule) from the data module's labels
+        when fitting starts; subclasses that override ``setup`` call ``super().setup(stage)``."""
+        if stage == "fit":
+            for weights in self.modules():
+                if isinstance(weights, ClassWeights):
+                    weights.fit(self.trainer)
 
     # ----------------------------------------------------------------- to override
     def anomaly_map(self, images: torch.Tensor) -> torch.Tensor | None:

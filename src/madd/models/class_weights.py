@@ -59,7 +59,7 @@ class ClassWeights(nn.Module):
 
     ``weight`` is a non-persistent buffer (checkpoints keep their keys; it moves with the module's device): an
     explicit list from the start, ``"balanced"`` counted from ``split`` of the trainer's data module by
-    :meth:`fit` (call it from ``setup("fit")``), all ones for ``None``.
+    :meth:`fit`, which ``DefectModule.setup("fit")`` calls for every such submodule, all ones for ``None``.
     """
 
     def __init__(self, spec, num_classes: int, split: str = "target_labeled") -> None:

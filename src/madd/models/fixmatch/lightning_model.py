@@ -63,10 +63,6 @@ class FixMatch(DefectModule):
         self.criterion = FixMatchLoss(threshold, lambda_u)
         self.ce_weights = ClassWeights(class_weights, num_classes)
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.ce_weights.fit(self.trainer)
-
     def train_splits(self) -> list[str]:
         return ["target_labeled", "target_unlabeled"]
 

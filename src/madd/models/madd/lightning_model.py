@@ -217,11 +217,6 @@ class MADDModule(DefectModule):
     def train_splits(self) -> list[str]:
         return ["target_labeled", "target_unlabeled", "source"]
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.ce_weights.fit(self.trainer)
-            self.source_ce_weights.fit(self.trainer)
-
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()  # pseudo-labels from running statistics, never batch statistics

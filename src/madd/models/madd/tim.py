@@ -63,10 +63,6 @@ class SourcePretraining(DefectModule):
     def train_splits(self) -> list[str]:
         return ["source", "target_unlabeled"]
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.ce_weights.fit(self.trainer)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
@@ -105,10 +101,6 @@ class TargetAdaptation(DefectModule):
 
     def train_splits(self) -> list[str]:
         return ["target_labeled"]
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.ce_weights.fit(self.trainer)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)

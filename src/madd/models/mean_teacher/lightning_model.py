@@ -107,10 +107,6 @@ class MeanTeacher(DefectModule):
         """``min(1 - 1 / (step + 1), ema_decay)``: a true running mean at first, then the fixed decay."""
         return min(1.0 - 1.0 / (step + 1), self.ema_decay)
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.ce_weights.fit(self.trainer)
-
     def on_fit_start(self) -> None:
         # A fresh fit starts the teacher as the student, whatever initialised the student after construction
         # (a backbone transfer, an earlier stage); with the EMA warm-up the teacher is then the exact running

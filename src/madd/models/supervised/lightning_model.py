@@ -51,10 +51,6 @@ class SupervisedClassifier(DefectModule):
         self.label_smoothing = label_smoothing
         self.ce_weights = ClassWeights(class_weights, num_classes, train_split)
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.ce_weights.fit(self.trainer)
-
     def train_splits(self) -> list[str]:
         """The one split it learns from (``source`` for source pre-training): the data module loads just that."""
         return [self.train_split]
