@@ -10,6 +10,7 @@ import torch
 
 from conftest import TINY_DATA, TINY_SOURCE, compose_config
 from madd.models.backbones import Backbone
+from madd.models.madd.evaluate_tim import best_stage2_checkpoint, evaluate_tim_stage
 from madd.models.madd.tim import STAGE1, STAGE2, SourcePretraining
 from madd.pipeline import build_trainer, train
 from madd.utils.instantiate import instantiate_clear as instantiate
@@ -32,7 +33,7 @@ def _cfg(tmp_path, data_dir, *extra):
 
 def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
     cfg = _cfg(tmp_path, data_dir, "trainer.max_epochs=1", "model.tim.stage1.max_epochs=1",
-               "model.tim.stage2.max_epochs=1")
+               "model.tim.stage2.max_epochs=1", "model.tim.stage2.freeze_stages=3")
     metrics = train(cfg)
     for key in ("test/mAP", "test/DR", "test/FAR", "test/f1", "test/pixel_auroc", "test/pixel_f1", "test/box_mAP50"):
         assert key in metrics and math.isfinite(metrics[key]), key
@@ -62,6 +63,9 @@ def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
     assert set(main["madd_state"]) == {"tau_history", "val_cache"}
     assert len(main["madd_state"]["tau_history"]) == 1 and 0.5 <= main["madd_state"]["tau_history"][0] <= 0.9
     assert float(state["last_val_f1"]) >= 0  # the weight callback saw the validation F1
+    # the TIM network on its own (the "what does the joint stage add" diagnostic) tests on the same split
+    tim_only = evaluate_tim_stage(cfg, out)
+    assert math.isfinite(tim_only["test/mAP"]) and best_stage2_checkpoint(out) == best2
     # every quantity of the issue is logged
     import pandas as pd
 
@@ -81,7 +85,8 @@ def test_stage1_checkpoint_skips_stage1_and_keeps_head_only_for_same_classes(tmp
     for name, classes in (("same", NAMES), ("other", ["a", "b", "c", "d", "e"])):
         path = tmp_path / f"{name}.ckpt"
         torch.save({"state_dict": source.state_dict(), "hyper_parameters": {"class_names": classes}}, path)
-        cfg = _cfg(tmp_path / name, data_dir, f"model.tim.stage1_ckpt={path}", "model.tim.stage2.max_epochs=1")
+        cfg = _cfg(tmp_path / name, data_dir, f"model.tim.stage1_ckpt={path}", "model.tim.stage2.max_epochs=1",
+                   "model.tim.stage2.freeze_stages=3")
         dm = instantiate(cfg.data, _convert_="all")
         model = instantiate(cfg.model, _convert_="partial")
         dm.train_splits = model.train_splits()
