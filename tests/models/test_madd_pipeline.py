@@ -64,7 +64,7 @@ def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
     assert len(main["madd_state"]["tau_history"]) == 1 and 0.5 <= main["madd_state"]["tau_history"][0] <= 0.9
     assert float(state["last_val_f1"]) >= 0  # the weight callback saw the validation F1
     # the TIM network on its own (the "what does the joint stage add" diagnostic) tests on the same split
-    tim_only = evaluate_tim_stage(cfg, out)
+    tim_only = evaluate_tim_stage(main["madd_config"], out)
     assert math.isfinite(tim_only["test/mAP"]) and best_stage2_checkpoint(out) == best2
     # every quantity of the issue is logged
     import pandas as pd
