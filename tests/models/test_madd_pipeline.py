@@ -10,8 +10,9 @@ import torch
 
 from conftest import TINY_DATA, TINY_SOURCE, compose_config
 from madd.models.backbones import Backbone
-from madd.models.madd.evaluate_tim import best_stage2_checkpoint, evaluate_tim_stage
-from madd.models.madd.tim import STAGE1, STAGE2, SourcePretraining
+from madd.errors import MaddConfigError
+from madd.models.madd.evaluate_tim import evaluate_tim_stage
+from madd.models.madd.tim import STAGE1, STAGE2, SourcePretraining, best_stage2_checkpoint, load_stage2_network
 from madd.pipeline import build_trainer, train
 from madd.utils.instantiate import instantiate_clear as instantiate
 
@@ -100,6 +101,38 @@ def test_stage1_checkpoint_skips_stage1_and_keeps_head_only_for_same_classes(tmp
     assert results["same"]["transfer"]["head_kept"] is True
     assert results["other"]["transfer"]["head_kept"] is False
     assert results["same"]["stage1"] == {"checkpoint": str(tmp_path / "same.ckpt"), "trained": False}
+
+
+def test_stage2_checkpoint_of_a_run_folder_skips_both_stages(tmp_path, data_dir):
+    """model.tim.stage2_ckpt=<run dir>: the best stage-2 network starts teacher and students, nothing trains."""
+    cfg = _cfg(tmp_path, data_dir)
+    donor = instantiate(cfg.model, _convert_="partial")
+    with torch.no_grad():
+        for p in donor.student_a.parameters():
+            p.add_(0.5)
+    run = tmp_path / "finished_run"
+    ckpts = run / STAGE2 / "checkpoints"
+    ckpts.mkdir(parents=True)
+    state = {"net." + k: v for k, v in donor.student_a.state_dict().items()}
+    torch.save({"state_dict": state}, ckpts / "epoch_007.ckpt")
+    torch.save({"state_dict": {k: torch.zeros_like(v) for k, v in state.items()}}, ckpts / "last.ckpt")
+
+    cfg = _cfg(tmp_path / "job", data_dir, f"model.tim.stage2_ckpt={run}")
+    dm = instantiate(cfg.data, _convert_="all")
+    model = instantiate(cfg.model, _convert_="partial")
+    model.run_stages(dm, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw))
+    assert model.tim_summary == {"stage2": {"checkpoint": str(ckpts / "epoch_007.ckpt"), "trained": False}}
+    assert not (tmp_path / "job" / "out" / STAGE1).exists() and not (tmp_path / "job" / "out" / STAGE2).exists()
+    for net in (model.student_a, model.teacher):
+        for k, v in donor.student_a.state_dict().items():
+            torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+
+    # a network of another shape (another backbone) is refused with the key to fix
+    other = _cfg(tmp_path / "other", data_dir, "model/backbone=resnet18")
+    with pytest.raises(MaddConfigError, match="model.tim.stage2_ckpt=.*does not fit"):
+        load_stage2_network(instantiate(other.model, _convert_="partial"), ckpts / "epoch_007.ckpt")
+    with pytest.raises(MaddConfigError, match="no tim_stage2_target"):
+        load_stage2_network(model, tmp_path)
 
 
 def test_phase3_hook_runs_after_fit_and_test_uses_its_network(tmp_path, data_dir, monkeypatch):

@@ -16,18 +16,8 @@ import lightning as L
 
 from madd.checkpoint import build_module, read_checkpoint
 from madd.errors import MaddConfigError
-from madd.models.madd.tim import STAGE2
-from madd.transfer import load_checkpoint_state
+from madd.models.madd.tim import best_stage2_checkpoint, load_stage2_network
 from madd.utils.instantiate import instantiate_clear
-
-
-def best_stage2_checkpoint(run_dir: str | Path) -> Path:
-    """The stage-2 checkpoint that initialised the joint stage (the stage keeps its best one, ``epoch_*.ckpt``)."""
-    best = sorted((Path(run_dir) / STAGE2 / "checkpoints").glob("epoch_*.ckpt"))
-    if not best:
-        raise MaddConfigError(f"no {STAGE2}/checkpoints/epoch_*.ckpt under {run_dir}: is it a finished MADD run "
-                              "with model.tim.enabled=true?")
-    return best[-1]
 
 
 def evaluate_tim_stage(config: Mapping[str, Any], run_dir: str | Path) -> dict[str, float]:
@@ -36,8 +26,7 @@ def evaluate_tim_stage(config: Mapping[str, Any], run_dir: str | Path) -> dict[s
         L.seed_everything(int(config["seed"]))
     datamodule = instantiate_clear(config["data"], _convert_="all")
     model = build_module(config)
-    state = load_checkpoint_state(best_stage2_checkpoint(run_dir))
-    model.load_tim_weights({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    load_stage2_network(model, run_dir)
     trainer = L.Trainer(accelerator=config.get("trainer", {}).get("accelerator", "auto"), devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     return {k: float(v) for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()}

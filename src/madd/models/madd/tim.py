@@ -12,7 +12,9 @@
 The stage-1 backbone reaches stage 2 through :func:`madd.transfer.transfer_backbone` (backbone-only); the
 stage-1 head is kept only when its class set equals the target's. ``model.tim.stage1_ckpt`` skips stage 1 and
 takes the backbone of any checkpoint instead (a ``model=supervised model.train_split=source`` run, a torchvision
-``.pth``, ...). The stage-2 network then initialises the teacher and both students.
+``.pth``, ...). The stage-2 network then initialises the teacher and both students. ``model.tim.stage2_ckpt``
+skips both stages and takes the stage-2 network of a finished run (the loss weights of Eq. 17 act only in the
+joint stage, so a sensitivity sweep can share one TIM per seed).
 """
 
 from __future__ import annotations
@@ -180,9 +182,41 @@ def _copy_head(state: dict, net: MADDNet, prefix: str = "net.head.") -> bool:
     return True
 
 
+def best_stage2_checkpoint(run_dir: str | Path) -> Path:
+    """The stage-2 checkpoint that initialised the joint stage (the stage keeps its best one, ``epoch_*.ckpt``)."""
+    best = sorted((Path(run_dir) / STAGE2 / "checkpoints").glob("epoch_*.ckpt"))
+    if not best:
+        raise MaddConfigError(f"no {STAGE2}/checkpoints/epoch_*.ckpt under {run_dir}: is it a finished MADD run "
+                              "with model.tim.enabled=true?")
+    return best[-1]
+
+
+def load_stage2_network(madd, path: str | Path) -> Path:
+    """Initialise ``madd``'s teacher and students from a stage-2 checkpoint, or from the best one of a run folder.
+
+    Returns the checkpoint file used. Raises :class:`MaddConfigError` naming ``model.tim.stage2_ckpt`` when the
+    file does not hold a network of this model's shape (another backbone, adapter setting or class count).
+    """
+    path = Path(path).expanduser()
+    file = best_stage2_checkpoint(path) if path.is_dir() else path
+    state = load_checkpoint_state(file)
+    net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+    try:
+        madd.load_tim_weights(net_state)
+    except RuntimeError as err:
+        raise MaddConfigError(f"model.tim.stage2_ckpt={file} does not fit this model "
+                              f"({str(err).splitlines()[0]} ...): give a {STAGE2} checkpoint (or run folder) of a "
+                              "MADD run with the same backbone, adapter and classes") from None
+    return file
+
+
 def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
     """Phase 1 for ``madd`` (a :class:`~madd.models.madd.MADDModule`): returns a summary dict (plain types)."""
     cfg = madd.tim_cfg
+    if cfg["stage2_ckpt"]:
+        file = load_stage2_network(madd, cfg["stage2_ckpt"])
+        log.info("TIM skipped: teacher and students start from the stage-2 network %s", file)
+        return {"stage2": {"checkpoint": str(file), "trained": False}}
     summary: dict = {}
     if cfg["stage1_ckpt"]:
         state, head_fits = _stage1_checkpoint(cfg["stage1_ckpt"], madd.class_names)
@@ -210,6 +244,6 @@ def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
     stage2 = TargetAdaptation(net, madd.num_classes, s2["freeze_stages"], s2["augment"], madd.class_names,
                               madd.normal_index, opt, sched, madd.ce_weights.spec)
     state2, best2 = _fit_stage(stage2, STAGE2, s2, datamodule, build_trainer)
-    summary["stage2"] = {"checkpoint": best2}
+    summary["stage2"] = {"checkpoint": best2, "trained": True}
     madd.load_tim_weights({k[len("net."):]: v for k, v in state2.items() if k.startswith("net.")})
     return summary
