@@ -131,8 +131,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
         write_run_record(cfg.paths.output_dir, metrics, wall, datamodule, model,
-                         best_scores={monitor: float(best_score)} if monitor and best_score is not None else None)
+                         best_scores={monitor: float(best_score)} if monitor and best_score is not None else None,
+                         cost=_deploy_cost(model, cfg) if cfg.get("test", True) else None)
     return metrics
+
+
+def _deploy_cost(model, cfg: DictConfig) -> dict[str, float] | None:
+    """Table 5's parameters, FLOPs and FPS of the deployed network; bookkeeping must not fail a finished run."""
+    from madd.deploy.cost import deploy_cost
+    from madd.deploy.export import input_shape
+
+    try:
+        return deploy_cost(model, input_shape({"data": OmegaConf.to_container(cfg.data, resolve=True)}))
+    except Exception as err:  # noqa: BLE001 - any model the pipeline trains; the metrics are already safe
+        log.warning("deploy cost (params/FLOPs/FPS) not measured: %s: %s", type(err).__name__, err)
+        return None
 
 
 def objective_value(metrics: dict[str, float], name: str | None) -> float | None:

@@ -67,6 +67,11 @@ def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
     # the TIM network on its own (the "what does the joint stage add" diagnostic) tests on the same split
     tim_only = evaluate_tim_stage(main["madd_config"], out)
     assert math.isfinite(tim_only["test/mAP"]) and best_stage2_checkpoint(out) == best2
+    # the deployed network (Table 5) is what inference runs, not the teacher + two students + meta-learner
+    import json
+
+    record = json.loads((out / "metrics.json").read_text())
+    assert 0 < record["deploy_params"] < 0.7 * record["params"] and record["flops"] > 0
     # every quantity of the issue is logged
     import pandas as pd
 

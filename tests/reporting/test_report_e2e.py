@@ -28,6 +28,9 @@ def test_multirun_with_a_failed_job_then_report(tmp_path, data_dir):
     status = {j: json.loads((sweep / str(j) / "metrics.json").read_text())["status"] for j in range(4)}
     assert status == {0: "failed", 1: "completed", 2: "failed", 3: "completed"}
     assert (sweep / "3" / "test_predictions.csv").is_file()
+    # Table 5's cost of the deployed network: a supervised classifier runs every parameter it has
+    record = json.loads((sweep / "3" / "metrics.json").read_text())
+    assert record["deploy_params"] == record["params"] and record["flops"] > 0 and record["fps"] > 0
 
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, "report.py", f"dir={sweep}", f"out={out}"], cwd=REPO, env=env,

@@ -55,3 +55,22 @@ def test_run_record_and_failure(tmp_path):
     record = json.loads(path.read_text())
     assert record["status"] == "failed" and record["error"] == "ValueError: bad value"
     assert "Traceback" in record["traceback"] and record["metrics"]["test/mAP"] == 0.5
+
+
+def test_deploy_cost_counts_only_the_parameters_inference_runs():
+    """A module with an unused branch (like MADD's second student): deploy_params leaves it out; FLOPs of one
+    Linear(4, 3) forward are 2 * 4 * 3 (a multiply-add is 2 FLOPs)."""
+    from madd.deploy.cost import deploy_cost
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.spare = torch.nn.Linear(4, 3), torch.nn.Linear(4, 100)
+
+        def forward(self, x):
+            return self.used(x.flatten(1))
+
+    cost = deploy_cost(TwoHeads(), (1, 2, 2), min_run_time=0.01)
+    assert cost["deploy_params"] == 4 * 3 + 3
+    assert cost["flops"] == 2 * 4 * 3
+    assert cost["latency_ms"] > 0 and cost["fps"] == pytest.approx(1000 / cost["latency_ms"], rel=1e-2)

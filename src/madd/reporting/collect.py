@@ -12,7 +12,8 @@ A job is any folder holding ``.hydra/config.yaml``. For each job this reads
 Columns of the returned frame: ``job`` (path relative to the root), ``status``, ``error``, one column per config
 group choice and per override key (values parsed as YAML, so ``0.05`` is a float), any extra config keys asked
 for, the metrics (``test/mAP``, ``val/mAP_best``, ...), ``test/DR_small``, ``test/DR_rare``, ``DAT_s`` (the
-adaptation wall time), ``params`` and ``test_images_per_s``.
+adaptation wall time), ``params`` (all the module's parameters), ``test_images_per_s`` and the deployed network's
+``deploy_params``, ``flops``, ``latency_ms`` and ``fps`` (:mod:`madd.deploy.cost`).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def load_job(job: Path, root: Path | None = None, extra_keys: Sequence[str] = ()
     wall = record.get("wall_time_s") or {}
     if "adaptation" in wall:
         row["DAT_s"] = float(wall["adaptation"])
-    for key in ("params", "test_images_per_s"):
+    for key in ("params", "test_images_per_s", "deploy_params", "flops", "latency_ms", "fps"):
         if key in record:
             row[key] = record[key]
     row["class_names"] = record.get("class_names")

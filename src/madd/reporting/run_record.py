@@ -8,6 +8,7 @@
      "split_counts": {"target_labeled": {"good": 4, ...}, ...},
      "class_names": [...], "normal_class": "good" | null,
      "params": n_parameters, "test_images_per_s": x,
+     "deploy_params": n, "flops": n, "latency_ms": x, "fps": x,   # madd.deploy.cost, when measured
      "error": "ExceptionType: message"}            # failed runs only
 
 ``adaptation`` is the domain adaptation time (DAT): the wall time of the method's extra stages
@@ -82,6 +83,7 @@ def write_run_record(
     datamodule=None,
     model=None,
     best_scores: Mapping[str, float] | None = None,
+    cost: Mapping[str, float] | None = None,
 ) -> Path:
     """Write ``metrics.json`` (and ``test_predictions.csv`` when the model kept test outputs)."""
     out = Path(output_dir)
@@ -101,6 +103,7 @@ def write_run_record(
         record["split_counts"] = datamodule.summary()
     if model is not None:
         record["params"] = int(sum(p.numel() for p in model.parameters()))
+    record.update(cost or {})
     outputs = getattr(model, "test_outputs", None) or {}
     n_test = len(outputs["target"]) if "target" in outputs else 0
     if n_test and wall_time_s.get("test"):
