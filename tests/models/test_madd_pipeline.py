@@ -10,6 +10,7 @@ import torch
 
 from conftest import TINY_DATA, TINY_SOURCE, compose_config
 from madd.models.backbones import Backbone
+from madd.deploy.cost import record_cost
 from madd.errors import MaddConfigError
 from madd.models.madd.evaluate_tim import evaluate_tim_stage
 from madd.models.madd.tim import STAGE1, STAGE2, SourcePretraining, best_stage2_checkpoint, load_stage2_network
@@ -72,6 +73,11 @@ def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
 
     record = json.loads((out / "metrics.json").read_text())
     assert 0 < record["deploy_params"] < 0.7 * record["params"] and record["flops"] > 0
+    # a run without them gets them back from its checkpoint (python -m madd.deploy.cost <run dir>)
+    (out / "metrics.json").write_text(json.dumps({k: v for k, v in record.items() if k != "flops"}))
+    cost = record_cost(out)
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["flops"] == cost["flops"] == record["flops"] and again["deploy_params"] == record["deploy_params"]
     # every quantity of the issue is logged
     import pandas as pd
 

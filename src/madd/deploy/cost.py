@@ -7,18 +7,28 @@ students, a decoder and a meta-learner, but inference runs student A/the teacher
 not ``module.parameters()``. FLOPs come from ``torch.utils.flop_counter`` and the latency from
 ``torch.utils.benchmark`` (:mod:`madd.compression.measure`): batch 1, CPU, one thread, so runs are comparable
 across machines of the same kind; ``fps = 1000 / latency_ms``.
+
+``train.py`` writes these into each run's ``metrics.json``. For runs made before that (or to re-measure on a quiet
+machine): ``python -m madd.deploy.cost <run dir> [<run dir> ...]`` rebuilds each run from its
+``checkpoints/last.ckpt`` and adds the four keys to its ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from madd.checkpoint import load_module
 from madd.compression.measure import count_flops, measure_latency
-from madd.deploy.export import deploy_model
+from madd.deploy.export import deploy_model, input_shape
+from madd.errors import MaddConfigError
+from madd.reporting.run_record import METRICS_FILE
 
 
 def used_parameter_count(net: nn.Module, image: torch.Tensor) -> int:
@@ -42,3 +52,28 @@ def deploy_cost(module: nn.Module, shape: Sequence[int], min_run_time: float = 0
     latency_s = measure_latency(net, shape, batch_sizes=(1,), threads=1, min_run_time=min_run_time)[1]
     return {"deploy_params": used_parameter_count(net, image), "flops": count_flops(net, image),
             "latency_ms": 1000 * latency_s, "fps": 1.0 / latency_s}
+
+
+def record_cost(run_dir: str | Path) -> dict[str, float]:
+    """Measure a finished run's deployed network and add the result to its ``metrics.json``."""
+    run_dir = Path(run_dir)
+    record_file = run_dir / METRICS_FILE
+    if not record_file.is_file():
+        raise MaddConfigError(f"{record_file} does not exist: give the folder of a run made by train.py")
+    module = load_module(run_dir / "checkpoints" / "last.ckpt")
+    cost = deploy_cost(module, input_shape(module.run_config))
+    record = json.loads(record_file.read_text())
+    record.update(cost)
+    record_file.write_text(json.dumps(record, indent=2, sort_keys=True))
+    return cost
+
+
+def main(run_dirs: list[str]) -> None:
+    for run in run_dirs:
+        cost = record_cost(run)
+        print(f"{run}: {cost['deploy_params']} parameters, {cost['flops'] / 1e9:.3f} GFLOPs, "
+              f"{cost['latency_ms']:.2f} ms ({cost['fps']:.1f} images/s) at batch 1", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
