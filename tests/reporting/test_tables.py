@@ -15,7 +15,7 @@ from madd.errors import MaddConfigError
 from madd.reporting import defects
 from madd.reporting.collect import collect, parse_overrides
 from madd.reporting.report import make_report
-from madd.reporting.tables import format_cell, is_percent
+from madd.reporting.tables import display_order, format_cell, is_percent
 
 A = [0.90, 0.92, 0.94]  # row model=madd, seeds 0..2
 B = [0.80, 0.85, 0.83]  # row model=supervised
@@ -138,3 +138,10 @@ def test_helpers_and_errors(tmp_path):
         make_report({"dir": str(tmp_path), "metrics": ["test/mAP"], "reference": "nope"})
     with pytest.raises(MaddConfigError, match="none of metrics"):
         make_report({"dir": str(tmp_path), "metrics": ["test/nothing"]})
+
+
+def test_numeric_rows_and_columns_read_in_ascending_order():
+    assert display_order(["20", "100", "200", "50", "100"]) == ["20", "50", "100", "200"]
+    assert display_order(["0.5", "0.05", "0.2"]) == ["0.05", "0.2", "0.5"]
+    assert display_order(["supervised", "madd", "supervised"]) == ["supervised", "madd"]  # as they came
+    assert display_order(["20", "null"]) == ["20", "null"]

@@ -123,13 +123,23 @@ def best_row(summary: pd.DataFrame, column: str, metric: str) -> str | None:
     return str(part.loc[idx, "row"])
 
 
+def display_order(labels: Sequence[str]) -> list[str]:
+    """Distinct labels in order of appearance, or ascending when all are numbers (budgets, loss weights), so
+    jobs gathered from several multiruns still read 20, 50, 100, 200."""
+    distinct = list(dict.fromkeys(labels))
+    try:
+        return sorted(distinct, key=float)
+    except (TypeError, ValueError):
+        return distinct
+
+
 def summarize(jobs: pd.DataFrame, metrics: Sequence[str], reference: str | None = "best",
               seed_key: str = "seed") -> pd.DataFrame:
     """Long table: one line per (row, column, metric) with mean, std, n, reference, t, p_value, n_pairs."""
     done = jobs[jobs["status"] == "completed"]
     lines = []
-    row_order = list(dict.fromkeys(jobs["row"]))
-    for column in dict.fromkeys(jobs["column"]):
+    row_order = display_order(jobs["row"])
+    for column in display_order(jobs["column"]):
         for row in row_order:
             part = done[(done["row"] == row) & (done["column"] == column)]
             if part.empty and not ((jobs["row"] == row) & (jobs["column"] == column)).any():
