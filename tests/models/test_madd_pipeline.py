@@ -144,6 +144,8 @@ def test_stage2_checkpoint_of_a_run_folder_skips_both_stages(tmp_path, data_dir)
         load_stage2_network(instantiate(other.model, _convert_="partial"), ckpts / "epoch_007.ckpt")
     with pytest.raises(MaddConfigError, match="no tim_stage2_target"):
         load_stage2_network(model, tmp_path)
+    with pytest.raises(MaddConfigError, match="model.tim.stage2_ckpt=.*does not exist"):
+        load_stage2_network(model, tmp_path / "typo")
 
 
 def test_phase3_hook_runs_after_fit_and_test_uses_its_network(tmp_path, data_dir, monkeypatch):

@@ -198,6 +198,9 @@ def load_stage2_network(madd, path: str | Path) -> Path:
     file does not hold a network of this model's shape (another backbone, adapter setting or class count).
     """
     path = Path(path).expanduser()
+    if not path.exists():
+        raise MaddConfigError(f"model.tim.stage2_ckpt={path} does not exist: give the folder of a finished MADD run "
+                              f"or its {STAGE2}/checkpoints/epoch_*.ckpt")
     file = best_stage2_checkpoint(path) if path.is_dir() else path
     state = load_checkpoint_state(file)
     net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
