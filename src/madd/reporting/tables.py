@@ -230,7 +230,7 @@ def to_markdown(summary: pd.DataFrame, rows_title: str = "row", decimals: int = 
         for row in rows:
             lines.append("| " + " | ".join([row, *[cell.get((row, columns[0], m), "") for m in metrics]]) + " |")
     refs = sorted({str(r) for r in summary["reference"].dropna()})
-    note = f"mean ± std over n = {typical_n} seeds"
-    if refs:
+    note = f"mean ± std over n = {typical_n} seeds" if typical_n > 1 else "one seed (n = 1): no spread, no test"
+    if refs and typical_n > 1:
         note += f"; p: paired t-test (scipy.stats.ttest_rel, paired by seed) against {', '.join(refs)} (ref)"
     return "\n".join(lines) + f"\n\n_{note}._\n"
