@@ -191,6 +191,11 @@ def best_stage2_checkpoint(run_dir: str | Path) -> Path:
     return best[-1]
 
 
+def _network_state(stage2_state: dict) -> dict:
+    """A stage-2 module's ``net.*`` tensors, keyed as the MADD networks (teacher, students) name them."""
+    return {k[len("net."):]: v for k, v in stage2_state.items() if k.startswith("net.")}
+
+
 def load_stage2_network(madd, path: str | Path) -> Path:
     """Initialise ``madd``'s teacher and students from a stage-2 checkpoint, or from the best one of a run folder.
 
@@ -202,10 +207,8 @@ def load_stage2_network(madd, path: str | Path) -> Path:
         raise MaddConfigError(f"model.tim.stage2_ckpt={path} does not exist: give the folder of a finished MADD run "
                               f"or its {STAGE2}/checkpoints/epoch_*.ckpt")
     file = best_stage2_checkpoint(path) if path.is_dir() else path
-    state = load_checkpoint_state(file)
-    net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
     try:
-        madd.load_tim_weights(net_state)
+        madd.load_tim_weights(_network_state(load_checkpoint_state(file)))
     except RuntimeError as err:
         raise MaddConfigError(f"model.tim.stage2_ckpt={file} does not fit this model "
                               f"({str(err).splitlines()[0]} ...): give a {STAGE2} checkpoint (or run folder) of a "
@@ -248,5 +251,5 @@ def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
                               madd.normal_index, opt, sched, madd.ce_weights.spec)
     state2, best2 = _fit_stage(stage2, STAGE2, s2, datamodule, build_trainer)
     summary["stage2"] = {"checkpoint": best2, "trained": True}
-    madd.load_tim_weights({k[len("net."):]: v for k, v in state2.items() if k.startswith("net.")})
+    madd.load_tim_weights(_network_state(state2))
     return summary
