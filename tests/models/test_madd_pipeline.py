@@ -3,6 +3,7 @@ the stage-1 checkpoint shortcut, the logged quantities and the Phase-3 hook."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -69,8 +70,6 @@ def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
     tim_only = evaluate_tim_stage(main["madd_config"], out)
     assert math.isfinite(tim_only["test/mAP"]) and best_stage2_checkpoint(out) == best2
     # the deployed network (Table 5) is what inference runs, not the teacher + two students + meta-learner
-    import json
-
     record = json.loads((out / "metrics.json").read_text())
     assert 0 < record["deploy_params"] < 0.7 * record["params"] and record["flops"] > 0
     # a run without them gets them back from its checkpoint (python -m madd.deploy.cost <run dir>)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from madd.deploy.cost import deploy_cost
 from madd.reporting.run_record import defect_area_fraction, write_failure, write_run_record
 
 
@@ -60,7 +61,6 @@ def test_run_record_and_failure(tmp_path):
 def test_deploy_cost_counts_only_the_parameters_inference_runs():
     """A module with an unused branch (like MADD's second student): deploy_params leaves it out; FLOPs of one
     Linear(4, 3) forward are 2 * 4 * 3 (a multiply-add is 2 FLOPs)."""
-    from madd.deploy.cost import deploy_cost
 
     class TwoHeads(torch.nn.Module):
         def __init__(self):
