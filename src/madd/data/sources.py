@@ -10,6 +10,7 @@ A dataset entry in ``conf/data/*.yaml`` looks like::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from madd.data.records import DatasetIndex, Record
 from madd.errors import DataError
@@ -73,7 +74,7 @@ def map_labels(
         new = target_index[dst]
         boxes = [(target_index[mapping[source.class_names[b[0]]]], *b[1:]) for b in rec.boxes
                  if mapping.get(source.class_names[b[0]]) is not None]
-        out.append(Record(rec.path, new, rec.mask_path, rec.polygons, boxes, rec.group))
+        out.append(replace(rec, label=new, boxes=boxes))
     if not out:
         raise DataError(
             f"no source image maps into the target classes {list(target_class_names)}; "
@@ -102,4 +103,4 @@ def merge_classes(index: DatasetIndex, class_names: Sequence[str], merge: Mappin
             "merge them into a listed class or list them"
         )
     records = map_labels(index, class_names, mapping)
-    return DatasetIndex(records, list(class_names), index.root)
+    return DatasetIndex(records, list(class_names), index.root, index.report)
