@@ -3,7 +3,7 @@
 A dataset entry in ``conf/data/*.yaml`` looks like::
 
     target:
-      reader: class_folders          # or synthetic, image_mask, voc, yolo, coco
+      reader: class_folders          # or synthetic, image_mask, voc, yolo, coco, mvtec, folder, files
       root: ${paths.shared_data_dir}/x_sdd/X-SDD/datas
 """
 
@@ -25,7 +25,8 @@ def build_index(spec: Mapping, class_names: Sequence[str] | None = None) -> Data
     kwargs = dict(spec)
     reader = kwargs.pop("reader", None)
     if reader is None:
-        raise DataError("a dataset entry needs a `reader` key (synthetic, class_folders, image_mask, voc, yolo, coco)")
+        raise DataError("a dataset entry needs a `reader` key (synthetic, class_folders, image_mask, voc, yolo, coco, "
+                        "mvtec, folder, files)")
     if reader == "synthetic":
         from madd.data.synthetic import generate_synthetic
 
@@ -33,7 +34,7 @@ def build_index(spec: Mapping, class_names: Sequence[str] | None = None) -> Data
     else:
         from madd.data.readers import read_dataset
 
-        if class_names is not None and "class_names" not in kwargs and reader in ("class_folders", "voc"):
+        if class_names is not None and "class_names" not in kwargs and reader in ("class_folders", "voc", "mvtec", "files"):
             kwargs["class_names"] = list(class_names)
         index = read_dataset(reader, **kwargs)
     if class_names is not None and list(index.class_names) != list(class_names):
