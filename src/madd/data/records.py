@@ -55,11 +55,13 @@ class ReadReport:
     def ignore(self, reason: str, path: object) -> None:
         self.ignored[reason].append(str(path))
 
-    def merge(self, other: ReadReport) -> None:
-        for reason, files in other.ignored.items():
-            self.ignored[reason].extend(files)
-        for kind, files in other.unmatched.items():
-            self.unmatched[kind].extend(files)
+    def forget(self, paths: object) -> None:
+        """Drop ``paths`` from the ignored files: a reader paired them after all (masks, references, boxes)."""
+        drop = {str(p) for p in paths}
+        for reason in list(self.ignored):
+            self.ignored[reason] = [f for f in self.ignored[reason] if f not in drop]
+            if not self.ignored[reason]:
+                del self.ignored[reason]
 
 
 @dataclass

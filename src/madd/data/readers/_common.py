@@ -37,7 +37,7 @@ def resolve(path: Path, root: PathArg | None) -> Path:
     """
     if root is not None and not path.is_absolute():
         path = Path(root) / path
-    return path.expanduser().absolute()
+    return Path(os.path.normpath(path.expanduser().absolute()))  # no '..': one file, one path string
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -106,13 +106,14 @@ def pair_companions(
     for img in images:
         for group in candidates(img):
             found = sorted({p for p in group if p.is_file()})
-            if len(found) > 1:
-                ambiguous.append(f"{img}: {[str(p) for p in found]}")
-            elif found:
-                comp = found[0]
-                if comp == norm(img):
-                    own.append(str(img))
-                elif comp in listed_set:
+            if norm(img) in found:
+                own.append(str(img))
+            others = [p for p in found if p != norm(img)]
+            if len(others) > 1:
+                ambiguous.append(f"{img}: {[str(p) for p in others]}")
+            elif others:
+                comp = others[0]
+                if comp in listed_set:
                     both.append(f"{comp} (the {what} of {img.name})")
                 elif comp in owner:
                     shared.append(f"{comp}: {owner[comp].name} and {img}")
@@ -121,12 +122,13 @@ def pair_companions(
                     pairs[img] = comp
             if found:
                 break
+    if both:
+        raise DataError(f"{len(both)} file(s) are read both as an image and as a {what}:{listing(both)}\n"
+                        f"Restrict `extensions` (or the pattern) to the images and give the {what}s their own "
+                        f"extensions or suffix ({key}).")
     if own:
         raise DataError(f"{len(own)} image(s) would be their own {what} under {key}:{listing(own)}\n"
                         f"Set a {what} suffix or {what} extensions that differ from the image ones.")
-    if both:
-        raise DataError(f"{len(both)} file(s) are read both as an image and as a {what}:{listing(both)}\n"
-                        f"Restrict `extensions` (or the pattern) to the images, or change {key}.")
     if shared:
         raise DataError(f"{len(shared)} {what} file(s) pair with more than one image under {key}:{listing(shared)}\n"
                         f"A {what} belongs to exactly one image: make the rule more specific (e.g. keep the "
@@ -138,9 +140,9 @@ def pair_companions(
 
 
 def unmatched_files(folders: Iterable[Path], extensions: Sequence[str], matched: Iterable[Path],
-                    listed: Iterable[Path], suffix: str = "") -> list[Path]:
-    """Files in ``folders`` (directly) that look like companions (extension, stem suffix) but pair with no
-    image and are not images themselves."""
+                    listed: Iterable[Path]) -> list[Path]:
+    """Files in ``folders`` (directly) with a companion's extension that pair with no image and are not images
+    themselves."""
     taken = {norm(p) for p in matched} | {norm(p) for p in listed}
     exts = {e.lower() for e in extensions}
     out = set()
@@ -148,8 +150,7 @@ def unmatched_files(folders: Iterable[Path], extensions: Sequence[str], matched:
         if not folder.is_dir():
             continue
         for p in folder.iterdir():
-            if (p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts
-                    and p.stem.endswith(suffix) and norm(p) not in taken):
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts and norm(p) not in taken:
                 out.add(norm(p))
     return sorted(out)
 
@@ -165,14 +166,16 @@ def check_matches(what: str, key: str, images: Sequence[Path], pairs: Mapping[Pa
             exists at all (the rule points at nothing).
         example: where the rule looked for the first image's companion (shown in the error).
     """
+    report.forget([*pairs.values(), *unmatched])  # companions are not "ignored" files
     if not pairs and images and (required or unmatched):
-        found = f"; {len(unmatched)} {what} file(s) there match no image:{listing(unmatched, 5)}" if unmatched else ""
+        found = f"; {len(unmatched)} {what}(s) there match no image:{listing(unmatched, 5)}" if unmatched else ""
+        shown = [str(p) for p in example[:4]] + (["..."] if len(example) > 4 else [])
         raise DataError(
             f"No {what} matches any of the {len(images)} images under {key}: for '{images[0]}' it looks for "
-            f"{[str(p) for p in example]}{found}\nFix {key} (or remove it if the dataset has no {what}s)."
+            f"{shown}{found}\nFix {key} (or remove it if the dataset has no {what}s)."
         )
     if unmatched:
-        log.warning("%d %s file(s) match no image and are ignored (rule %s), e.g. %s",
+        log.warning("%d %s(s) match no image and are ignored (rule %s), e.g. %s",
                     len(unmatched), what, key, unmatched[0])
         report.unmatched[f"{what}s"].extend(str(p) for p in unmatched)
 
@@ -202,7 +205,7 @@ def attach_masks(images: Sequence[tuple[Path, str | None]], root: Path, mask_roo
     groups = {img: mask_candidates(img, root, mask_root, cls, suffix, extensions) for img, cls in images}
     pairs = pair_companions([img for img, _ in images], groups.__getitem__, "mask", key, listed)
     folders = {c.parent for gs in groups.values() for g in gs for c in g}
-    unmatched = unmatched_files(folders, extensions, pairs.values(), listed, suffix)
+    unmatched = unmatched_files(folders, extensions, pairs.values(), listed)
     first = [c for g in groups[images[0][0]] for c in g] if images else []
     check_matches("mask", key, [img for img, _ in images], pairs, unmatched, first, report)
     return pairs

@@ -126,7 +126,8 @@ def read_class_folders(
             images = list_images(folder / name, exts, glob, report)
             if mask_dir is not None:
                 images = [p for p in images if not is_mask_file(p, mask_dir, mask_suffix, mask_exts)]
-            check_unique_stems_per_folder(images)
+            else:  # with a mask rule the pairing checks name the problem more precisely
+                check_unique_stems_per_folder(images)
             counts[label] += len(images)
             found += [(split, label, p) for p in images]
     empty = [n for n, c in zip(names, counts) if c == 0]
