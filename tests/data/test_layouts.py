@@ -93,7 +93,8 @@ def test_class_folders_masks_in_a_parallel_tree(tmp_path):
 
 def test_class_folders_nested_fast_dev_run(tmp_path, data_dir):
     root = _nested_tree(tmp_path / "d")
-    _fast_dev_run(tmp_path, data_dir, ["data=class_folders_nested", f"data.target.root={root}"])
+    _fast_dev_run(tmp_path, data_dir, ["data=class_folders_nested", f"data.target.root={root}",
+                                       "data.splits={train: 0.5, val: 0.25, test: 0.25}"])
 
 
 # ------------------------------------------------------------------------ predefined split folders
@@ -268,14 +269,14 @@ def test_real_neu_det_class_from_file_name(tmp_path, data_dir):
 
 # ------------------------------------------------------------------------ files: reference pairs + box text files
 
-def _pcb_tree(root: Path, n: int = 6, line: str | None = None) -> Path:
+def _pcb_tree(root: Path, n: int = 6, line: str | None = None, k: int = 2) -> Path:
     """DeepPCB-like: ``g1/1/<id>_test.jpg`` + ``<id>_temp.jpg``, boxes in ``g1/1_not/<id>.txt`` (pixels)."""
     for i in range(n):
         sid = f"{i:05d}"
         _img(root / "g1" / "1" / f"{sid}_test.jpg", seed=i)
         _img(root / "g1" / "1" / f"{sid}_temp.jpg", seed=100 + i)
-        cls = 1 + i % 2
-        text = line if line is not None and i == 0 else f"2 3 10 9 {cls}\n0 0 2 2 {3 - cls}\n"
+        # the largest box is of type 1 + i % k (the image's class), a smaller one of another type
+        text = line if line is not None and i == 0 else f"2 3 10 9 {1 + i % k}\n0 0 2 2 {1 + (i + 1) % k}\n"
         (root / "g1" / "1_not").mkdir(parents=True, exist_ok=True)
         (root / "g1" / "1_not" / f"{sid}.txt").write_text(text)
     return root
@@ -313,11 +314,9 @@ def test_reference_pairs_and_pixel_box_files(tmp_path):
 
 
 def test_reference_pairs_fast_dev_run(tmp_path, data_dir):
-    root = _pcb_tree(tmp_path / "pcb")
+    root = _pcb_tree(tmp_path / "pcb", n=18, k=6)  # DeepPCB's six defect types, three images each
     _fast_dev_run(tmp_path, data_dir, ["data=pcb_pairs", f"data.target.root={root}",
-                                       "data.class_names=[open,short]",
-                                       "data.target.boxes.class_map={'1': open, '2': short}",
-                                       "data.splits={train: 0.5, val: 0.2, test: 0.3}"])
+                                       "data.splits={train: 0.34, val: 0.33, test: 0.33}"])
 
 
 def test_box_file_errors_name_file_and_line(tmp_path):
