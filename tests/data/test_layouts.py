@@ -373,6 +373,20 @@ def test_rule_an_image_is_never_its_own_mask(tmp_path):
         read_class_folders(tmp_path, mask_root=tmp_path)
 
 
+def test_rule_image_mask_reader_never_pairs_an_image_with_itself(tmp_path):
+    """image_dir == mask_dir and no suffix: each image was its own mask, its label read from its own pixels."""
+    _img(tmp_path / "a.png")
+    with pytest.raises(DataError, match=r"(?s)their own mask.*a\.png"):
+        read_dataset("image_mask", image_dir=tmp_path, mask_dir=tmp_path)
+    # the working configuration for masks beside their images
+    _img(tmp_path / "b.jpg")
+    _mask(tmp_path / "b.png")
+    (tmp_path / "a.png").unlink()
+    idx = read_dataset("image_mask", image_dir=tmp_path, mask_dir=tmp_path, extensions=[".jpg"],
+                       mask_extensions=[".png"])
+    assert [(Path(r.path).name, Path(r.mask_path).name, r.label) for r in idx.records] == [("b.jpg", "b.png", 1)]
+
+
 def test_rule_a_mask_pairs_with_exactly_one_image(tmp_path):
     """A flat mask folder and one stem in two classes: both images took the same mask."""
     _img(tmp_path / "img" / "crack" / "001.png")
@@ -452,6 +466,20 @@ def test_rule_voc_boxes_outside_the_image_are_an_error(tmp_path):
         "</annotation>")
     with pytest.raises(DataError, match=r"(?s)a\.xml' object 2 \('crack'\).*outside the 16x12 image"):
         read_voc(tmp_path / "img", tmp_path / "ann")
+
+
+def test_rule_coco_coordinates_outside_the_image_are_an_error(tmp_path):
+    import json
+
+    _img(tmp_path / "img" / "a.png")
+    (tmp_path / "ann.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": W, "height": H}],
+        "categories": [{"id": 1, "name": "crack"}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [10, 2, 9, 4],  # x2 = 19 > 16
+                         "segmentation": []}]}))
+    with pytest.raises(DataError, match=r"(?s)a\.png: annotation 7 has coordinates outside the 16x12 image"):
+        read_dataset("coco", images_dir=tmp_path / "img", annotation_json=tmp_path / "ann.json",
+                     class_names=["good", "crack"])
 
 
 def test_rule_sub_folders_not_searched_are_said(tmp_path):

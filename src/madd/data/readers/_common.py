@@ -100,24 +100,6 @@ def list_images(
     return sorted(out)
 
 
-def index_by_stem(folder: Path, extensions: Sequence[str], suffix: str = "") -> dict[str, Path]:
-    """Map ``stem`` (with ``suffix`` removed) -> file for files in ``folder`` whose stem ends in ``suffix``.
-
-    When one stem exists with several extensions the first in sorted order wins (deterministic).
-    """
-    out: dict[str, Path] = {}
-    if not folder.is_dir():
-        return out
-    for p in list_images(folder, extensions):
-        stem = p.stem
-        if suffix:
-            if not stem.endswith(suffix):
-                continue
-            stem = stem[: -len(suffix)]
-        out.setdefault(stem, p)
-    return out
-
-
 def listing(items: Sequence[object], limit: int = MAX_LISTED) -> str:
     """Format up to ``limit`` items as an indented list, with a count of the rest."""
     shown = "\n  - ".join(str(i) for i in items[:limit])
