@@ -227,6 +227,8 @@ class DefectDataModule(L.LightningDataModule):
                                        total=self.max_source_images)
                 recs = [recs[i] for i in keep]
             self.records["source"] = recs
+            if rank_zero_only.rank == 0:
+                log.info("%s", format_summary({"source": recs}, self.class_names, source.report, "source"))
         self.datasets = {
             k: DefectDataset(v, self.image_size, self.channels, cache=self.cache) for k, v in self.records.items()
         }
