@@ -17,7 +17,8 @@ _SEPARATORS = re.compile(r"[,;\s]+")
 
 def check_box_format(box_format: str, coordinates: str, class_column: str) -> None:
     """Refuse unknown values of the ``boxes`` keys, naming the key and the valid values."""
-    for key, value, valid in (("boxes.format", box_format, BOX_FORMATS), ("boxes.coordinates", coordinates, COORDINATES),
+    for key, value, valid in (("boxes.format", box_format, BOX_FORMATS),
+                              ("boxes.coordinates", coordinates, COORDINATES),
                               ("boxes.class_column", class_column, CLASS_COLUMNS)):
         if value not in valid:
             raise DataError(f"{key} is '{value}': use one of {list(valid)}.")
@@ -68,7 +69,9 @@ def parse_box_file(
         try:
             a, b, c, d = (float(v) for v in coords)
         except ValueError:
-            raise DataError(f"Box file '{path}' line {lineno}: coordinates {coords} are not numbers. Fix the file.") from None
+            raise DataError(
+                f"Box file '{path}' line {lineno}: coordinates {coords} are not numbers. Fix the file."
+            ) from None
         if box_format == "xywh":
             a, b, c, d = a, b, a + c, b + d
         elif box_format == "cxcywh":
