@@ -19,8 +19,6 @@ from conftest import CONF, REPO
 from madd.errors import MissingDependencyError
 from madd.utils.optional import first_installed, require
 
-tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
-
 RUNTIME_CODE = [REPO / "src", *REPO.glob("*.py")]
 DEV_CODE = [REPO / "tests", REPO / "bench"]
 
@@ -30,6 +28,7 @@ def _normalise(name: str) -> str:
 
 
 def _declared(group: str | None = None) -> set[str]:
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")  # Python 3.10: tomli
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     specs = project["dependencies"] if group is None else project["optional-dependencies"][group]
     return {_normalise(re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec).group()) for spec in specs}
