@@ -22,3 +22,7 @@ def config_error_cause(err: BaseException) -> MaddConfigError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+class MissingDependencyError(MaddConfigError):
+    """A package that one feature needs is not installed: the message names the package and how to install it."""
