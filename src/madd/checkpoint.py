@@ -49,6 +49,40 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def check_resume_checkpoint(path: str | os.PathLike, model_config: Mapping[str, Any], train: bool = True) -> dict[str, Any]:
+    """``ckpt_path`` of ``train.py``, before any work: read safely (:func:`read_checkpoint`), written by
+    ``train.py`` for the same model class, and, to resume training, holding the optimiser and loop state.
+    Returns the checkpoint (for :func:`check_checkpoint_fits`)."""
+    ckpt = read_checkpoint(path)
+    stored = ((ckpt.get("madd_config") or {}).get("model") or {}).get("_target_")
+    wanted = model_config.get("_target_")
+    if stored is None:
+        raise MaddConfigError(f"ckpt_path={path} has no `madd_config` (the run config train.py stores), so it "
+                              "cannot be checked against this run's model; give a checkpoint written by train.py")
+    if stored != wanted:
+        raise MaddConfigError(f"ckpt_path={path} holds a {stored} but this run builds a {wanted}; pick the model "
+                              f"config the checkpoint was trained with (model=...) or a checkpoint of {wanted}")
+    if train and not {"optimizer_states", "loops"} <= set(ckpt):
+        raise MaddConfigError(f"ckpt_path={path} holds weights only (no optimiser/loop state) and cannot resume "
+                              "training; evaluate it with train=false, or start from its weights with transfer_from")
+    return ckpt
+
+
+def check_checkpoint_fits(path: str | os.PathLike, ckpt: Mapping[str, Any], module: nn.Module) -> None:
+    """Every tensor of ``ckpt['state_dict']`` has its place, with the same shape, in the built ``module``."""
+    own = module.state_dict()
+    state = ckpt["state_dict"]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    resized = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+               if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or resized:
+        raise MaddConfigError(
+            f"ckpt_path={path} does not fit the model this config builds (another backbone, class count or "
+            f"pruned widths?): missing {missing[:4]}, unexpected {unexpected[:4]}, other shapes {resized[:4]}; "
+            "use the model and data settings the checkpoint was trained with")
+
+
 def _without_pretrained(node: Any) -> Any:
     """A copy of a config tree with backbone/encoder pretrained weights switched off."""
     if isinstance(node, Mapping):
