@@ -129,8 +129,9 @@ class SweepPreflight(Callback):
         for idx, reason in problems.items():
             by_reason.setdefault(reason, []).append(idx)
         lines = [f"{len(problems)} of {len(jobs)} sweep jobs cannot run:"]
+        swept = [i for i in range(len(jobs[0])) if len({tuple(j)[i] for j in jobs}) > 1]
         for reason, idxs in by_reason.items():
-            example = " ".join(jobs[idxs[0]])
+            example = " ".join(jobs[idxs[0]][i] for i in swept)
             lines.append(f"- jobs {_ranges(idxs)} (e.g. #{idxs[0]}: {example}):\n    {reason}")
         lines.append("fix them or leave those values out of the sweep; "
                      "hydra.callbacks.sweep_preflight.on_error=warn runs the sweep anyway")
