@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_DATA, TINY_SOURCE, compose_config
-from hydra.core.global_hydra import GlobalHydra
+from conftest import FAST, REPO, TINY_DATA, TINY_SOURCE, compose_config, run_train_main
 from hydra.experimental.callback import Callback
 
 import madd.pipeline
@@ -27,14 +26,6 @@ from madd.pipeline import train
 TINY = [o for o in TINY_DATA if not o.startswith("data.image_size=")] + [
     "data.image_size=32", *TINY_SOURCE, "logger=csv", "trainer.log_every_n_steps=1"]
 ENV = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def exits_with_one_message(cfg, capsys, *expected: str, task=train) -> str:
@@ -271,21 +262,6 @@ def test_report_lists_an_interrupted_job_as_not_completed(tmp_path):
 
 
 # ---------------------------------------------------------------------- multiruns
-FAST = [*TINY_DATA, *TINY_SOURCE, "++trainer.fast_dev_run=true", "callbacks.rich_progress_bar=null", "logger=csv"]
-
-
-def run_train_main(argv: list[str], monkeypatch) -> None:
-    """``python train.py <argv>`` inside this process."""
-    import runpy
-
-    monkeypatch.setattr(sys, "argv", [str(REPO / "train.py"), *argv])
-    GlobalHydra.instance().clear()
-    try:
-        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
-    finally:
-        GlobalHydra.instance().clear()
-
-
 RESIDENT: list[tuple[float, int]] = []
 
 
