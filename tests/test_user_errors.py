@@ -185,6 +185,13 @@ def test_predict_and_hydra_folders_that_cannot_be_written_are_exit_2(tmp_path):
     assert "hydra.run.dir=" in out.stderr and "paths.log_dir" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_hydra_full_error_keeps_the_trace_of_a_user_error(tmp_path, data_dir, monkeypatch, nothing_built):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    cfg = compose_config(["trainer=debug", *TINY, "data.batch_size=0"], tmp_path, data_dir)
+    with pytest.raises(MaddConfigError, match="data.batch_size=0"):  # re-raised, not SystemExit(2)
+        run_task(train, cfg)
+
+
 def test_internal_bug_keeps_its_traceback(tmp_path, data_dir):
     cfg = compose_config(["trainer=debug", *TINY], tmp_path, data_dir)
 
