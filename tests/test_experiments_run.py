@@ -10,8 +10,13 @@ import pytest
 import torch
 from conftest import CONF, SHARED_DATA, TINY_DATA, TINY_SOURCE, compose_config
 
+from madd.errors import MaddConfigError
 from madd.pipeline import train
 
+ONE_BATCH = ["++trainer.limit_train_batches=1", "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=1"]
+#: paper-sized presets whose pretrained weights are not in any registry package: offline they must stop at start
+#: with where to put the weights (the registry-weight CPU presets run instead)
+NEEDS_CACHED_WEIGHTS = {"unet_backbones"}
 EXPERIMENTS = sorted(p.relative_to(CONF / "experiment").with_suffix("").as_posix()
                      for p in (CONF / "experiment").rglob("*.yaml"))
 
@@ -19,8 +24,8 @@ EXPERIMENTS = sorted(p.relative_to(CONF / "experiment").with_suffix("").as_posix
 def _tiny(cfg) -> list[str]:
     """Overrides that shrink this experiment's data (synthetic: fewer, smaller images; real: small, unverified)."""
     out = ["data.verify=false", "data.eval_batch_size=8", "data.batch_size=4"]
-    if cfg.data.target.get("reader") == "synthetic":
-        out += [o for o in TINY_DATA if not o.startswith(("data.batch_size", "data.eval_batch_size"))]
+    if cfg.data.target.get("reader") == "synthetic":  # label budgets stay the experiment's (sweeps derive them)
+        out += [o for o in TINY_DATA if not o.startswith(("data.batch_size", "data.eval_batch_size", "data.label"))]
     else:
         out += ["data.image_size=64"]
     if cfg.data.get("source") and cfg.data.source.get("reader") == "synthetic":
@@ -32,8 +37,10 @@ def _tiny(cfg) -> list[str]:
 def teacher_ckpt(tmp_path_factory, data_dir) -> str:
     """A tiny supervised run's checkpoint, the teacher the distillation experiment asks for."""
     tmp = tmp_path_factory.mktemp("teacher")
-    train(compose_config(["experiment=supervised_awdd", "trainer=debug", *TINY_DATA], tmp, data_dir))
-    return str(next((tmp / "out" / "checkpoints").glob("*.ckpt")))
+    train(compose_config(["experiment=supervised_awdd", *ONE_BATCH, "trainer.max_epochs=1",
+                          "trainer.check_val_every_n_epoch=1", *TINY_DATA], tmp,
+                         data_dir))
+    return str(sorted((tmp / "out" / "checkpoints").glob("*.ckpt"))[0])
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -43,11 +50,23 @@ def test_every_experiment_runs_fast_dev_run_with_its_pretrained_default(experime
     if reads_shared and not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not present at {SHARED_DATA}")
     extra = [f"model.teacher.path={request.getfixturevalue('teacher_ckpt')}"] if "teacher" in cfg.model else []
-    cfg = compose_config([f"experiment={experiment}", "trainer=debug", *_tiny(cfg), *extra], tmp_path, data_dir)
-    backbone = cfg.model.get("backbone") or {}
+    # a sweep's single-valued parameters are part of every job it runs (e.g. sweeps/cross_neu_xsdd's data=x_sdd)
     swept = (cfg.hydra.get("sweeper") or {}).get("params") or {}
+    fixed = [f"{k}={v}" for k, v in swept.items() if "," not in str(v) and "(" not in str(v)]
+    if fixed:
+        cfg = compose_config([f"experiment={experiment}", *fixed], tmp_path, data_dir)
+    extra += fixed
+    # pruning schedules need their epochs: one batch each instead of fast_dev_run's single step
+    prunes = any(k in (cfg.get("callbacks") or {}) for k in ("l1_pruning", "sfp", "asfp"))
+    run = ONE_BATCH if prunes else ["trainer=debug"]
+    cfg = compose_config([f"experiment={experiment}", *run, *_tiny(cfg), *extra], tmp_path, data_dir)
+    backbone = cfg.model.get("backbone") or {}
     if backbone and "model.backbone.weights" not in swept:  # a sweep may compare pretrained with scratch per job
         assert backbone.get("weights") not in (None, "null"), f"{experiment} trains from random weights"
     torch.manual_seed(0)
+    if experiment in NEEDS_CACHED_WEIGHTS:
+        with pytest.raises(MaddConfigError, match="cache"):
+            train(cfg)
+        return
     metrics = train(cfg)
     assert any(k.startswith("test/") for k in metrics), metrics
