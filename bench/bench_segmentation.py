@@ -40,7 +40,8 @@ def main() -> int:
     cmd = [
         sys.executable, str(REPO / "train.py"), "-m", "experiment=unet_backbones_cpu", "data=kolektorsdd",
         f"data.image_size=[{args.image_size}]", f"model.encoder_name={args.encoders}",
-        f"model.encoder_weights={args.weights}", f"seed={args.seeds}", f"trainer.max_epochs={args.epochs}", f"hydra.sweep.dir={out}", "~callbacks.rich_progress_bar",
+        f"model.encoder_weights={args.weights}", f"seed={args.seeds}", f"trainer.max_epochs={args.epochs}",
+        f"hydra.sweep.dir={out}", "~callbacks.rich_progress_bar",
         *args.overrides,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
