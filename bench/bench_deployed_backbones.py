@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -69,9 +70,13 @@ def flops_by_part(module, net, image: torch.Tensor) -> dict[str, int]:
         net(image)
     counts = counter.get_flop_counts()
     decoder = sum(sum(ops.values()) for name, ops in counts.items() if name.endswith(".decoder"))
+    # the decoder's layers with FLOPs: its transposed convolutions (up.0, up.3, up.6) and the output convolution
+    layers = {name.split(".decoder.")[1]: int(sum(ops.values())) for name, ops in counts.items()
+              if re.search(r"\.decoder\.(up\.\d+|out)$", name)}
     total = int(counter.get_total_flops())
     classify = count_flops(module.eval_net, image)
-    return {"flops": total, "classify": classify, "decoder": int(decoder), "map_rest": total - classify - decoder}
+    return {"flops": total, "classify": classify, "decoder": int(decoder), "map_rest": total - classify - decoder,
+            "decoder_layers": layers}
 
 
 def graph_cost(module, size: int) -> dict[str, float]:
@@ -83,7 +88,8 @@ def graph_cost(module, size: int) -> dict[str, float]:
     net = deploy_model(module, shape)
     image = torch.rand(1, *shape)
     row = {"params": used_parameter_count(net, image), "classify_params": used_parameter_count(module.eval_net, image),
-           "decoder_params": count_params(module.decoder), "has_map": float(net.has_map)}
+           "decoder_params": count_params(module.decoder), "has_map": float(net.has_map),
+           "decoder_input": (module.decoder_stage, module.student_a.backbone.stage_channels[module.decoder_stage])}
     row.update(flops_by_part(module, net, image))
     return {**row, "net": net}
 
@@ -177,6 +183,10 @@ def main(argv=None) -> None:
               + ", ".join(f"{v:.2f}" for v in speedup[part]) + f"; median {statistics.median(speedup[part]):.2f}x")
     lite = rows[lite_name]
     paired = statistics.median(speedup[""])
+    for name, r in rows.items():
+        print(f"decoder FLOPs by layer, {name} (reads stage {r['decoder_input'][0]}, "
+              f"{r['decoder_input'][1]} channels): "
+              + ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in r["decoder_layers"].items()))
     print(f"targets (issue 14), {lite_name}:")
     print(f"  parameters <= 6 M: {lite['params'] / 1e6:.2f} M, "
           + verdict(lite["params"] <= TARGET_PARAMS, f"{(lite['params'] - TARGET_PARAMS) / 1e6:+.2f} M"))
