@@ -1,6 +1,7 @@
 """Benchmark: the deployed MADD detector on EfficientNet-Lite0 against today's ResNet-18 one, and peak training memory.
 
     python bench/bench_deployed_backbones.py                          # 224 px, 1 thread, 5 interleaved repeats
+    python bench/bench_deployed_backbones.py --repeats 7 --train-steps 10   # the README's run
     python bench/bench_deployed_backbones.py --threads 2 --repeats 9 --skip-train
 
 1. builds MADD twice from the presets, composed as ``train.py`` composes them (``experiment=madd_awdd
@@ -10,8 +11,10 @@
    :mod:`madd.deploy.cost` measures: student A + adapter + head -> class probabilities, and the RCSM mask ->
    student A up to ``rcsm.decoder_stage`` -> reconstruction decoder -> anomaly map): parameters of the modules that
    run, FLOPs (``torch.utils.flop_counter``, split into the classification pass, the decoder and the rest of the
-   map path), and CPU batch-1 latency (``torch.utils.benchmark``, same thread count for both), the two graphs
-   alternating ``--repeats`` times; the median of the repeats is kept and throughput = 1 / latency;
+   map path), and CPU batch-1 latency (``torch.utils.benchmark``, same thread count for all) of the graph and of its
+   classification pass alone (student A), the four alternating ``--repeats`` times, the order reversed every other
+   repeat; the median of the repeats is kept, throughput = 1 / latency, and the throughput ratio is the median of
+   the per-repeat ratios (the graphs of one repeat run back to back);
 3. runs ``train.py experiment=madd_awdd`` with each backbone, shortened by overrides (``--train-steps`` steps per
    stage, a few validation batches, no test; everything else as the preset) in a subprocess and reads its peak
    resident set (``ru_maxrss`` of that child from ``os.wait4``; the data loaders run in the main process,
@@ -28,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
