@@ -171,7 +171,8 @@ class MADDModule(DefectModule):
             self.masker = DefectGuidedMasker(tuple(rc["mask_ratio"]), rc["sim_threshold"], rc["key_fraction"])
             self.prototype = DefectPrototype(backbone_channels[self.feature_stage], rc["prototype_momentum"])
             self.decoder = ReconstructionDecoder(backbone_channels[self.decoder_stage],
-                                                 stage_stride(self.decoder_stage))
+                                                 stage_stride(self.decoder_stage),
+                                                 widths=tuple(int(w) for w in rc["decoder_widths"]))
 
         # ------------------------------------------------------------------ MAPOM (section 2.7)
         if self.dynamic_tau:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone, Normalize
 from madd.models.classifier import PooledFeatures
 
@@ -132,6 +133,9 @@ class ReconstructionDecoder(nn.Module):
     def __init__(self, in_channels: int, stride: int, out_channels: int = 3,
                  widths: tuple[int, int, int] = (128, 64, 32)) -> None:
         super().__init__()
+        if len(widths) != 3 or min(widths) < 1:
+            raise MaddConfigError(f"model.rcsm.decoder_widths={list(widths)}: give three positive channel counts, "
+                                  "one per transposed convolution (default [128, 64, 32])")
         layers: list[nn.Module] = []
         c = in_channels
         for factor, width in zip(_split_stride(stride), widths):
