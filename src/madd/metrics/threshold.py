@@ -67,9 +67,9 @@ def calibrate_threshold(scores: torch.Tensor, is_defect: torch.Tensor, target_fa
     scores = scores.flatten()
     if mode == "f1":
         if is_defect.any() and (~is_defect).any():
-            # f1_threshold's threshold is inclusive (>=); the far rule's is exclusive (>): step just below it
-            value = f1_threshold(scores, is_defect)
-            return Threshold(float(np.nextafter(value, -np.inf)), "f1")
+            # f1_threshold's threshold is inclusive (>=), the decision here exclusive (>): step one float32 below it
+            value = np.float32(f1_threshold(scores, is_defect))
+            return Threshold(float(np.nextafter(value, np.float32(-np.inf))), "f1")
         log.warning("threshold mode f1: the validation split has no defect images; using the far rule "
                     "(the (1 - %.3g) quantile of the normal scores) instead of the minimum score", target_far)
     return Threshold(far_threshold(scores[~is_defect], target_far), "far")

@@ -64,6 +64,8 @@ class ScoreCalibration(nn.Module):
     def logits(self, scores: torch.Tensor) -> torch.Tensor:
         """``(B,)`` raw scores -> ``(B, num_classes)`` logits (0 for normal, ``(score - t) / s`` for each defect)."""
         z = ((scores - self.image_threshold) / self.image_scale).unsqueeze(1)
+        # score == threshold is normal whatever the class order (arg-max ties go to the lowest index)
+        z = torch.where(z > 0, z, z.clamp(max=-1e-12))
         return z * self.defect_classes
 
     def normalize_map(self, maps: torch.Tensor) -> torch.Tensor:
