@@ -244,3 +244,48 @@ def test_module_config_errors_name_the_key(backbone):
         PatchCore(backbone, num_classes=2, normal_index=0, threshold={"mode": "min"})
     with pytest.raises(MaddConfigError, match="model.coreset_ratio"):
         PatchCore(backbone, num_classes=2, normal_index=0, coreset_ratio=0)
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("method", ["patchcore", "padim"])
+def test_train_test_export_predict_end_to_end(method, tmp_path, data_dir):
+    """train.py's pipeline fits on the normal pool images only, calibrates on validation, writes a checkpoint
+    that tests the same, exports to ONNX with parity (probabilities and map) and predicts with overlays."""
+    import json
+
+    from conftest import TINY_DATA, compose_config
+
+    from madd.checkpoint import load_module
+    from madd.deploy.export import export_checkpoint
+    from madd.deploy.predict import predict_folder
+    from madd.pipeline import train
+
+    cfg = compose_config([f"model={method}", *TINY_DATA, "+trainer.limit_train_batches=1"], tmp_path, data_dir)
+    metrics = train(cfg)
+    for key in ("test/image_auroc", "test/DR_at_FAR", "test/DR", "test/FAR", "test/pixel_auroc", "test/pixel_f1"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    out = tmp_path / "out"
+    record = json.loads((out / "metrics.json").read_text())
+    counts = record["split_counts"]
+    module = load_module(out / "checkpoints" / "last.ckpt")
+    assert module.detector.calibration.calibrated
+    if method == "patchcore":  # the bank is 10 % of the patches of exactly the pool's normal images (8 x 8 each)
+        pool_good = counts["target_labeled"]["good"] + counts["target_unlabeled"]["good"]
+        assert module.model.memory_bank.shape[0] == int(pool_good * 8 * 8 * 0.1)
+    else:  # one Gaussian per stage-0 position (16 x 16) over the 100 selected channels
+        assert module.model.mean.shape == (100, 16 * 16) and module.model.inv_covariance.shape == (256, 100, 100)
+    exported = export_checkpoint(out / "checkpoints" / "last.ckpt", tmp_path / "export", formats=["onnx"],
+                                 exporter="dynamo", tolerance=1e-3)
+    assert all(row["ok"] for row in exported["parity"]) and {r["output"] for r in exported["parity"]} == {
+        "probs", "anomaly_map"}
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray((np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8)).save(images / f"{i}.png")
+    table = predict_folder(exported["onnx"], images, tmp_path / "pred")
+    assert len(table) == 3 and {"map_max", "boxes", "p_good"} <= set(table.columns)
+    assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == 3
