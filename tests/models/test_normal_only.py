@@ -20,6 +20,7 @@ from madd.models.padim import Padim, PadimModel
 from madd.models.patchcore import PatchCore, PatchCoreModel, k_center_greedy
 from madd.models.patchcore.torch_model import euclidean_distances, nearest_neighbours
 from madd.models.score_calibration import ScoreCalibration
+from madd.models.supervised import SupervisedClassifier
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +290,28 @@ def test_train_test_export_predict_end_to_end(method, tmp_path, data_dir):
     table = predict_folder(exported["onnx"], images, tmp_path / "pred")
     assert len(table) == 3 and {"map_max", "boxes", "p_good"} <= set(table.columns)
     assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == 3
+
+
+class BrightnessMapClassifier(SupervisedClassifier):
+    """A classifier whose anomaly map is the image brightness: a map with values known without training."""
+
+    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+        return images.mean(1, keepdim=True)
+
+
+def test_map_threshold_callback_sets_any_models_map_threshold_on_validation(tmp_path, data_dir):
+    """callbacks=[default,map_threshold] gives MADD-style models (any anomaly_map) the same validation rule."""
+    from conftest import TINY_DATA, compose_config
+    from hydra.utils import instantiate
+
+    from madd.pipeline import train
+
+    cfg = compose_config([*TINY_DATA, f"model._target_={__name__}.BrightnessMapClassifier", "callbacks=[default,map_threshold]",
+                          "trainer.max_epochs=1", "+trainer.limit_train_batches=1"], tmp_path, data_dir)
+    metrics = train(cfg)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.split_loader("val")))
+    normal_maxima = batch["image"].mean(1).flatten(1).amax(1)[batch["label"] == 0].double().numpy()
+    expected = np.quantile(normal_maxima, 0.95, method="inverted_cdf")  # at most 5 % of good images above
+    assert metrics["test/pixel_threshold"] == pytest.approx(expected, rel=1e-6)

@@ -12,6 +12,10 @@ One rule for every method that scores instead of classifying (PatchCore, PaDiM, 
   as anomalib's ``F1AdaptiveThreshold``). When the validation split has no defect images it falls back to the
   ``far`` rule and says so.
 
+Anomaly maps (:func:`map_threshold`): ``far`` thresholds the per-image map maxima of the normal validation images,
+so at most ``target_far`` of them show any pixel above it (an empty map is what a good image should get); ``f1``
+takes the best-F1 pixel threshold over the validation masks, and the ``far`` rule when there are no defect pixels.
+
 What it never does is anomalib's trap (#2433): with no defect images, F1 is undefined for every threshold and
 an arg-max over it returns the **minimum** score, which calls every image defective.
 """
@@ -73,3 +77,13 @@ def calibrate_threshold(scores: torch.Tensor, is_defect: torch.Tensor, target_fa
         log.warning("threshold mode f1: the validation split has no defect images; using the far rule "
                     "(the (1 - %.3g) quantile of the normal scores) instead of the minimum score", target_far)
     return Threshold(far_threshold(scores[~is_defect], target_far), "far")
+
+
+def map_threshold(maps: torch.Tensor, is_defect: torch.Tensor, has_mask: torch.Tensor, masks: torch.Tensor,
+                  target_far: float = 0.05, mode: str = "far") -> Threshold:
+    """The pixel threshold of validation ``maps (N, 1, H, W)`` with image labels ``is_defect (N,)`` and the
+    ground-truth ``masks`` of the images where ``has_mask`` (see the module docstring)."""
+    has_mask = has_mask.bool()
+    if mode == "f1" and bool((masks[has_mask] > 0.5).any()):
+        return calibrate_threshold(maps[has_mask], masks[has_mask] > 0.5, target_far, mode)
+    return calibrate_threshold(maps.flatten(1).amax(1), is_defect, target_far, "far")

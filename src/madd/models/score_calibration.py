@@ -9,11 +9,9 @@ holds what the validation images taught (buffers, so checkpoints and exported gr
   ``1 - p(normal)`` is monotone in the score (threshold-free metrics are unchanged). On a multi-class dataset a
   normal-only detector cannot tell defect types apart: every defect class gets the same logit.
 * the pixel threshold and scale; the map becomes ``sigmoid((map - t_pix) / s_pix)``, so the model's
-  ``pixel_threshold`` 0.5 is the calibrated pixel threshold (sigmoid keeps the order: pixel AUROC unchanged).
+  ``pixel_threshold`` 0.5 is the calibrated pixel threshold (sigmoid keeps the pixels' order).
 
-Pixel rule: ``far`` mode thresholds the per-image map maxima of the normal validation images, so at most
-``target_far`` of them show any pixel above it (an empty map is what a good image should get); ``f1`` mode takes
-the best-F1 pixel threshold over the validation masks, and the ``far`` rule when there are no defect pixels.
+The pixel rule is :func:`madd.metrics.threshold.map_threshold`.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from madd.metrics.threshold import Threshold, calibrate_threshold
+from madd.metrics.threshold import Threshold, calibrate_threshold, map_threshold
 
 
 def _spread(values: torch.Tensor) -> float:
@@ -49,12 +47,7 @@ class ScoreCalibration(nn.Module):
         """Set both thresholds from validation ``scores (N,)``, ``maps (N, 1, H, W)``, ``is_defect (N,)`` and the
         ground-truth ``masks (N, 1, H, W)`` of the images where ``has_mask``; returns the two choices."""
         image = calibrate_threshold(scores, is_defect, target_far, mode)
-        maxima = maps.flatten(1).amax(1)
-        has_mask = has_mask.bool()
-        if mode == "f1" and bool((masks[has_mask] > 0.5).any()):
-            pixel = calibrate_threshold(maps[has_mask], masks[has_mask] > 0.5, target_far, mode)
-        else:
-            pixel = calibrate_threshold(maxima, is_defect, target_far, "far")
+        pixel = map_threshold(maps, is_defect, has_mask, masks, target_far, mode)
         self.image_threshold.fill_(image.value)
         self.image_scale.fill_(_spread(scores))
         self.pixel_threshold.fill_(pixel.value)
