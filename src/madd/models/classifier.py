@@ -1,6 +1,8 @@
-"""The plain image classifier (pure ``nn.Module``): normalise -> backbone -> global pool -> linear head."""
+"""The plain image classifier (pure ``nn.Module``): normalise -> backbone -> pooled stage features -> linear head."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -8,20 +10,46 @@ from torch import nn
 from madd.models.backbones import Backbone, Normalize
 
 
-class ImageClassifier(nn.Module):
-    """Used by the supervised baseline, FixMatch, Mean Teacher and as the exported model."""
+class PooledFeatures(nn.Module):
+    """Global-average-pooled outputs of backbone stages ``stages`` (0-3), concatenated: ``(B, sum C_s)``.
 
-    def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0) -> None:
+    The last stage alone (``(3,)``) is the usual classifier input; several stages (``(1, 2, 3)``) keep the
+    mid-level texture features that surface defects are made of, which ImageNet's last stage partly discards
+    (the frozen-feature probe in the README measures both)."""
+
+    def __init__(self, backbone: Backbone, stages: Sequence[int] = (3,)) -> None:
         super().__init__()
-        self.normalize = Normalize()
+        self.stages = sorted({int(s) % 4 for s in stages})
+        self.dim = sum(backbone.stage_channels[s] for s in self.stages)
+
+    def forward(self, stage_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([stage_maps[s].mean((2, 3)) for s in self.stages], 1)
+
+
+class ImageClassifier(nn.Module):
+    """Used by the supervised baseline, FixMatch, Mean Teacher, the linear probe and as the exported model.
+
+    ``zero_init_head``: the linear head starts at zero (every class equally likely), so the first fine-tuning
+    steps do not push random gradients through pretrained features."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0,
+                 pool_stages: Sequence[int] = (3,), zero_init_head: bool = False) -> None:
+        super().__init__()
+        self.normalize = Normalize.of(backbone)
         self.backbone = backbone
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = PooledFeatures(backbone, pool_stages)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.out_channels, num_classes)
+        self.head = nn.Linear(self.pool.dim, num_classes)
+        if zero_init_head:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(B, C)`` of raw [0, 1] images."""
-        return self.pool(self.backbone(self.normalize(x))).flatten(1)
+        stages = self.pool.stages
+        if stages == [3]:
+            return self.backbone(self.normalize(x)).mean((2, 3))
+        return self.pool(self.backbone.forward_stages(self.normalize(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))

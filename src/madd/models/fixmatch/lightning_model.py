@@ -7,7 +7,7 @@ Same data, backbone, classifier and label budget as the supervised baseline and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -27,6 +27,7 @@ class FixMatch(DefectModule):
         lambda_u: weight of the unlabelled term (1.0).
         weak_augment, strong_augment: :func:`~madd.data.augment.build_augmentation` presets of the two views.
         dropout: dropout before the linear head.
+        head: ``model/head`` (:class:`~madd.models.classifier.ImageClassifier`'s ``pool_stages``, ``zero_init_head``).
         class_weights: ``model.class_weights`` (null, balanced or one number per class) of both cross-entropies.
 
     Logs ``train/loss``, ``train/loss_sup``, ``train/loss_unsup``, ``train/mask_rate`` (share of unlabelled
@@ -50,6 +51,7 @@ class FixMatch(DefectModule):
         scheduler=None,
         pixel_threshold: float = 0.5,
         class_weights: str | Sequence[float] | None = None,
+        head: Mapping | None = None,
     ) -> None:
         super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
         if not 0.0 <= threshold <= 1.0:
@@ -57,7 +59,7 @@ class FixMatch(DefectModule):
         if not lambda_u >= 0:
             raise MaddConfigError(f"model.lambda_u={lambda_u} must be >= 0 (the paper uses 1.0)")
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
-        self.net = ImageClassifier(backbone, num_classes, dropout)
+        self.net = ImageClassifier(backbone, num_classes, dropout, **(head or {}))
         self.weak = build_augmentation(weak_augment)
         self.strong = build_augmentation(strong_augment)
         self.criterion = FixMatchLoss(threshold, lambda_u)

@@ -92,6 +92,7 @@ class MADDModule(DefectModule):
         eval_network: ``student_a`` (default) or ``teacher``: the network behind ``forward``.
         adapter, views, tim, joint, teacher_sync, consistency, rcsm, mapom, memory_bank, loss_weights,
         weight_adaptation, phase3: config sections.
+        head: ``model/head`` (pooled stages, zero-initialised head) of the three networks.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class MADDModule(DefectModule):
         weight_adaptation: Mapping | None = None,
         phase3: Mapping | None = None,
         class_weights: str | Sequence[float] | None = None,
+        head: Mapping | None = None,
     ) -> None:
         super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
@@ -147,7 +149,7 @@ class MADDModule(DefectModule):
 
         # ------------------------------------------------------------------ networks (section 2.5)
         ad = cfg["adapter"]
-        self.student_a = MADDNet(backbone, num_classes, ad["enabled"], ad["reduction"], dropout)
+        self.student_a = MADDNet(backbone, num_classes, ad["enabled"], ad["reduction"], dropout, **(head or {}))
         self.student_b_net = copy.deepcopy(self.student_a) if not share_students else None
         self.teacher = copy.deepcopy(self.student_a)
         self.teacher.requires_grad_(False)  # no gradients: receives student A's weights (callback)

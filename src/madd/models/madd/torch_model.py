@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from madd.models.backbones import Backbone, Normalize
+from madd.models.classifier import PooledFeatures
 
 
 class DomainAdaptiveAdapter(nn.Module):
@@ -66,26 +67,32 @@ class MADDNet(nn.Module):
     The adapter sits on the high-level features (the backbone's last stage), as TIM stage 2 prescribes.
     ``adapter=False`` replaces it with the identity (the "w/o DAA" ablation). Keys: ``backbone.*``,
     ``adapter.*``, ``head.*``. ``forward`` maps raw [0, 1] images to logits, so the network exports as is.
+    ``pool_stages``/``zero_init_head`` as :class:`~madd.models.classifier.ImageClassifier` (``model/head``): the
+    pooled features (``NetOutput.features``, which the consistency, memory bank and alignment terms use) are the
+    adapted last stage, concatenated with the other listed stages' pooled maps.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, adapter: bool = True, adapter_reduction: int = 4,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, pool_stages=(3,), zero_init_head: bool = False) -> None:
         super().__init__()
-        self.normalize = Normalize()
+        self.normalize = Normalize.of(backbone)
         self.backbone = backbone
         dim = backbone.out_channels
         self.adapter = DomainAdaptiveAdapter(dim, adapter_reduction) if adapter else nn.Identity()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = PooledFeatures(backbone, tuple(pool_stages) + (3,))
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(dim, num_classes)
+        self.head = nn.Linear(self.pool.dim, num_classes)
+        if zero_init_head:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     @property
     def feature_dim(self) -> int:
-        return self.backbone.out_channels
+        return self.pool.dim
 
     def forward_features(self, x: torch.Tensor) -> NetOutput:
         stages = self.backbone.forward_stages(self.normalize(x))
-        features = self.pool(self.adapter(stages[-1])).flatten(1)
+        features = self.pool([*stages[:-1], self.adapter(stages[-1])])
         return NetOutput(self.head(self.dropout(features)), features, stages)
 
     def forward_until(self, x: torch.Tensor, stage: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ submodule without gradients, so it is in every checkpoint and resumes exactly.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -32,6 +32,7 @@ class MeanTeacher(DefectModule):
         rampup_epochs: length of the sigmoid ramp-up ``exp(-5 (1 - T)^2)`` in (fractional) epochs.
         augment: :func:`~madd.data.augment.build_augmentation` preset; student and teacher get independent draws.
         dropout: dropout before the linear head (noise for both networks, as in the paper).
+        head: ``model/head`` (:class:`~madd.models.classifier.ImageClassifier`'s ``pool_stages``, ``zero_init_head``).
         class_weights: ``model.class_weights`` (null, balanced or one number per class) of the cross-entropy.
 
     Logs ``train/loss``, ``train/loss_sup``, ``train/loss_cons`` (unweighted), ``train/cons_weight``,
@@ -53,6 +54,7 @@ class MeanTeacher(DefectModule):
         scheduler=None,
         pixel_threshold: float = 0.5,
         class_weights: str | Sequence[float] | None = None,
+        head: Mapping | None = None,
     ) -> None:
         super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
         if not 0.0 <= ema_decay <= 1.0:
@@ -61,7 +63,7 @@ class MeanTeacher(DefectModule):
             raise MaddConfigError(f"model.consistency_weight={consistency_weight} and model.rampup_epochs="
                                   f"{rampup_epochs} must be >= 0")
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
-        self.student = ImageClassifier(backbone, num_classes, dropout)
+        self.student = ImageClassifier(backbone, num_classes, dropout, **(head or {}))
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)  # out of trainable_parameters(): updated by EMA only
         self.augment = build_augmentation(augment)

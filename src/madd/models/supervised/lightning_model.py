@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ class SupervisedClassifier(DefectModule):
         train_split: which split of the training batch dict to learn from.
         augment: kornia preset applied to training batches.
         label_smoothing, dropout: the usual regularisers.
+        head: ``model/head`` (:class:`~madd.models.classifier.ImageClassifier`'s ``pool_stages``, ``zero_init_head``).
         class_weights: per-class weights of the cross-entropy: ``None`` (all 1), ``"balanced"`` (scikit-learn's
             ``n_samples / (n_classes * count_c)`` over the labelled images of ``train_split``, computed when
             fitting starts; a normal-dominant label budget otherwise teaches the model to answer "good"), or an
@@ -42,10 +43,11 @@ class SupervisedClassifier(DefectModule):
         scheduler=None,
         pixel_threshold: float = 0.5,
         class_weights: str | Sequence[float] | None = None,
+        head: Mapping | None = None,
     ) -> None:
         super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
-        self.net = ImageClassifier(backbone, num_classes, dropout)
+        self.net = ImageClassifier(backbone, num_classes, dropout, **(head or {}))
         self.augment = build_augmentation(augment)
         self.train_split = train_split
         self.label_smoothing = label_smoothing

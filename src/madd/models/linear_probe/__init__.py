@@ -1,0 +1,3 @@
+from madd.models.linear_probe.lightning_model import LinearProbe
+
+__all__ = ["LinearProbe"]
