@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from madd.errors import MaddConfigError
-from madd.models.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, Normalize
+from madd.models.backbones import Backbone, Normalize
 
 
 class PatchFeatures(nn.Module):
@@ -35,7 +35,7 @@ class PatchFeatures(nn.Module):
             raise MaddConfigError(f"model.stages={stages}: give backbone stage indices in 0..{num_stages - 1}")
         if pool < 1 or pool % 2 == 0:
             raise MaddConfigError(f"model.pool={pool}: use an odd window (1 = no pooling)")
-        self.normalize = Normalize(getattr(backbone, "mean", IMAGENET_MEAN), getattr(backbone, "std", IMAGENET_STD))
+        self.normalize = Normalize.of(backbone)
         self.backbone = backbone.requires_grad_(False).eval()
         self.stages = stages
         self.pool = nn.AvgPool2d(pool, stride=1, padding=pool // 2) if pool > 1 else nn.Identity()
