@@ -14,7 +14,7 @@ import torch
 from scipy.spatial.distance import mahalanobis
 
 from madd.errors import MaddConfigError
-from madd.metrics.threshold import calibrate_threshold, f1_threshold, far_threshold
+from madd.metrics.threshold import calibrate_threshold, f1_threshold, far_threshold, map_threshold
 from madd.models.backbones import Backbone
 from madd.models.padim import Padim, PadimModel
 from madd.models.patchcore import PatchCore, PatchCoreModel, k_center_greedy
@@ -61,6 +61,22 @@ def test_no_defect_images_never_gives_the_minimum_score():
     assert t.rule == "far"
     assert t.value == pytest.approx(far_threshold(normal, 0.05)) and t.value > float(normal.min())
     assert int((normal > t.value).sum()) == 2  # floor(0.05 * 40) = 2 of 40 above
+
+
+def test_map_threshold_rules_by_hand():
+    # three 1 x 2 maps: two normal images (maxima 0.3, 0.6), one defective whose right pixel is the defect
+    maps = torch.tensor([[0.1, 0.3], [0.6, 0.2], [0.4, 0.9]]).view(3, 1, 1, 2)
+    is_defect = torch.tensor([False, False, True])
+    masks = torch.tensor([[0, 0], [0, 0], [0, 1]]).view(3, 1, 1, 2).float()
+    has_mask = torch.tensor([True, True, True])
+    # far: no normal image may show a pixel above -> the largest normal maximum
+    assert map_threshold(maps, is_defect, has_mask, masks, 0.05, "far").value == pytest.approx(0.6)
+    # f1 over pixels: >= 0.9 catches the one defect pixel with no false positive (F1 = 1)
+    f1 = map_threshold(maps, is_defect, has_mask, masks, 0.05, "f1")
+    assert f1.rule == "f1" and 0.6 < f1.value < 0.9
+    # f1 without defect pixels falls back to far on the maxima
+    none = map_threshold(maps, is_defect, has_mask, torch.zeros_like(masks), 0.05, "f1")
+    assert none.rule == "far" and none.value == pytest.approx(0.6)
 
 
 def test_threshold_errors_name_the_key():
