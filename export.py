@@ -19,8 +19,9 @@ def export(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     from madd.cli import run_task
+    from madd.utils.schema import ExportSchema
 
-    result = run_task(export, cfg)
+    result = run_task(export, cfg, ExportSchema)
     print(OmegaConf.to_yaml({k: v for k, v in result.items() if k != "parity"}))
 
 

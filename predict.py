@@ -21,8 +21,9 @@ def predict(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     from madd.cli import run_task
+    from madd.utils.schema import PredictSchema
 
-    run_task(predict, cfg)
+    run_task(predict, cfg, PredictSchema)
 
 
 if __name__ == "__main__":

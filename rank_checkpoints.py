@@ -16,9 +16,10 @@ import madd.utils.resolvers  # noqa: E402,F401  (before Hydra composes the confi
 @hydra.main(version_base="1.3", config_path="conf", config_name="rank_checkpoints")
 def main(cfg: DictConfig) -> None:
     from madd.cli import run_task
+    from madd.utils.schema import OutputDirSchema
     from madd.transfer.checkpoint_ranking import run_ranking
 
-    run_task(run_ranking, cfg)
+    run_task(run_ranking, cfg, OutputDirSchema)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 @hydra.main(version_base="1.3", config_path="conf", config_name="report")
 def main(cfg: DictConfig) -> None:
     from madd.cli import run_task
+    from madd.utils.schema import ReportSchema
     from madd.reporting.report import main as report
 
-    run_task(lambda c: report(OmegaConf.to_container(c, resolve=True)), cfg)
+    run_task(lambda c: report(OmegaConf.to_container(c, resolve=True)), cfg, ReportSchema)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ import madd.utils.resolvers  # noqa: E402,F401  (before Hydra composes the confi
 @hydra.main(version_base="1.3", config_path="conf", config_name="select_source")
 def main(cfg: DictConfig) -> None:
     from madd.cli import run_task
+    from madd.utils.schema import OutputDirSchema
     from madd.transfer.source_selection import run_matrix
 
-    run_task(run_matrix, cfg)
+    run_task(run_matrix, cfg, OutputDirSchema)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,16 @@ import madd.utils.resolvers  # noqa: E402,F401  (before Hydra composes the confi
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from madd.utils.config import check_required
-
-    check_required(cfg)  # a required value left `???` fails now, with the key, before torch is even imported
     from madd.cli import run_task
+    from madd.utils.config import check_config
+    from madd.utils.schema import TrainSchema
+
+    # required values, types, ranges and folders fail now, with the key, before torch is even imported
+    run_task(lambda c: check_config(c, TrainSchema), cfg)
     from madd.pipeline import objective_value, train
 
     metrics = run_task(train, cfg)
-    return objective_value(metrics, cfg.get("optimized_metric"))
+    return run_task(lambda c: objective_value(metrics, c.get("optimized_metric")), cfg)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,17 @@ TINY_DATA = [
     "data.eval_batch_size=16",
 ]
 TINY_SOURCE = ["data.source.num_images=40", "data.source.image_size=64"]
+FAST = [*TINY_DATA, *TINY_SOURCE, "++trainer.fast_dev_run=true", "callbacks.rich_progress_bar=null", "logger=csv"]
+
+
+def run_train_main(argv: list[str], monkeypatch) -> None:
+    """``python train.py <argv>`` inside this process (imports are paid once per test session)."""
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", [str(REPO / "train.py"), *argv])
+    GlobalHydra.instance().clear()
+    try:
+        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
+    finally:
+        GlobalHydra.instance().clear()

@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO, TINY_DATA, TINY_SOURCE, compose_config
-from hydra.core.global_hydra import GlobalHydra
+from conftest import FAST, REPO, compose_config, run_train_main
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
-FAST = [*TINY_DATA, *TINY_SOURCE, "++trainer.fast_dev_run=true", "callbacks.rich_progress_bar=null", "logger=csv"]
-
-
-def run_train_main(argv: list[str], monkeypatch) -> None:
-    """``python train.py <argv>`` inside this process (imports are paid once per test session)."""
-    monkeypatch.setattr(sys, "argv", [str(REPO / "train.py"), *argv])
-    GlobalHydra.instance().clear()
-    try:
-        runpy.run_path(str(REPO / "train.py"), run_name="__main__")
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def test_optuna_study_resumes_from_sqlite_and_survives_failed_trials(tmp_path, data_dir, monkeypatch):

@@ -31,22 +31,60 @@ from madd.errors import MaddConfigError
 BACKBONE_TARGET = "madd.models.backbones.Backbone"
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load(..., weights_only=True)`` with one clear error for a missing or unsafe file."""
+def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> dict[str, Any]:
+    """``torch.load(..., weights_only=True)`` with one clear error for a missing or unsafe file.
+
+    ``key``: the config key the path came from (``ckpt_path``), named in the error instead of "checkpoint".
+    """
     path = Path(path).expanduser()
+    name = f"{key}={path}" if key else f"checkpoint {path}"
     if not path.is_file():
-        raise MaddConfigError(f"checkpoint {path} does not exist; give the path of a .ckpt written by train.py")
+        raise MaddConfigError(f"{name} does not exist; give the path of a .ckpt written by train.py")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError (arbitrary objects inside), truncated zip, not a torch file
         raise MaddConfigError(
-            f"checkpoint {path} cannot be loaded safely (weights_only=True): {type(exc).__name__}: "
+            f"{name} cannot be loaded safely (weights_only=True): {type(exc).__name__}: "
             f"{str(exc).splitlines()[0]}. madd only loads checkpoints of tensors and plain containers; "
             "re-save it from a trusted environment with madd.checkpoint.save_module"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise MaddConfigError(f"checkpoint {path} has no `state_dict`; it was not written by train.py/save_module")
+        raise MaddConfigError(f"{name} has no `state_dict`; it was not written by train.py/save_module")
     return ckpt
+
+
+def check_resume_checkpoint(path: str | os.PathLike, model_config: Mapping[str, Any], train: bool = True) -> dict[str, Any]:
+    """``ckpt_path`` of ``train.py``, before any work: read safely (:func:`read_checkpoint`), written by
+    ``train.py`` for the same model class, and, to resume training, holding the optimiser and loop state.
+    Returns the checkpoint (for :func:`check_checkpoint_fits`)."""
+    ckpt = read_checkpoint(path, "ckpt_path")
+    stored = ((ckpt.get("madd_config") or {}).get("model") or {}).get("_target_")
+    wanted = model_config.get("_target_")
+    if stored is None:
+        raise MaddConfigError(f"ckpt_path={path} has no `madd_config` (the run config train.py stores), so it "
+                              "cannot be checked against this run's model; give a checkpoint written by train.py")
+    if stored != wanted:
+        raise MaddConfigError(f"ckpt_path={path} holds a {stored} but this run builds a {wanted}; pick the model "
+                              f"config the checkpoint was trained with (model=...) or a checkpoint of {wanted}")
+    if train and not {"optimizer_states", "loops"} <= set(ckpt):
+        raise MaddConfigError(f"ckpt_path={path} holds weights only (no optimiser/loop state) and cannot resume "
+                              "training; evaluate it with train=false, or start from its weights with transfer_from")
+    return ckpt
+
+
+def check_checkpoint_fits(path: str | os.PathLike, ckpt: Mapping[str, Any], module: nn.Module) -> None:
+    """Every tensor of ``ckpt['state_dict']`` has its place, with the same shape, in the built ``module``."""
+    own = module.state_dict()
+    state = ckpt["state_dict"]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    resized = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+               if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or resized:
+        raise MaddConfigError(
+            f"ckpt_path={path} does not fit the model this config builds (another backbone, class count or "
+            f"pruned widths?): missing {missing[:4]}, unexpected {unexpected[:4]}, other shapes {resized[:4]}; "
+            "use the model and data settings the checkpoint was trained with")
 
 
 def _without_pretrained(node: Any) -> Any:

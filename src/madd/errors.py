@@ -1,4 +1,16 @@
-"""One exception type for bad user input, so every entry point can print a single clear message."""
+"""The exceptions an entry point turns into one clear message (see :func:`madd.cli.run_task`).
+
+* :class:`MaddConfigError` (and :class:`DataError`, :class:`TrainingError`): the user can fix it; the
+  message names the key or file and the fix; exit status 2, no traceback.
+* :class:`RunInterrupted`: a run stopped by SIGTERM/SIGINT after writing a resumable ``last.ckpt``;
+  exit status 128 + signal number (143 for SIGTERM, 130 for SIGINT).
+
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import signal
 
 
 class MaddConfigError(ValueError):
@@ -7,6 +19,33 @@ class MaddConfigError(ValueError):
 
 class DataError(MaddConfigError):
     """A dataset problem: missing folder, empty class, unreadable image, mask/image size mismatch, ..."""
+
+
+class TrainingError(MaddConfigError):
+    """Training cannot go on for a reason the config can fix (a non-finite loss: learning rate, loss weights)."""
+
+
+class RunInterrupted(Exception):
+    """Training stopped by a signal at a safe point (after a whole optimiser step); ``last.ckpt`` resumes it.
+
+    Args:
+        signum: the signal (``signal.SIGTERM`` or ``signal.SIGINT``).
+        checkpoint: the ``last.ckpt`` written on the way out (``None`` when none could be written).
+        epoch, step: where training stopped.
+    """
+
+    def __init__(self, signum: int, checkpoint: str | None, epoch: int, step: int) -> None:
+        self.signum, self.checkpoint, self.epoch, self.step = int(signum), checkpoint, int(epoch), int(step)
+        super().__init__(f"training interrupted by {self.signal_name} at epoch {epoch}, step {step}")
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + self.signum
 
 
 def config_error_cause(err: BaseException) -> MaddConfigError | None:
@@ -22,3 +61,7 @@ def config_error_cause(err: BaseException) -> MaddConfigError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+class MissingDependencyError(MaddConfigError):
+    """A package that one feature needs is not installed: the message names the package and how to install it."""

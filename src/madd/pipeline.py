@@ -15,12 +15,16 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 import madd.utils.resolvers  # noqa: F401  (registers ${len:...} and ${index_of:...})
+from madd.callbacks.interrupt import InterruptCheckpoint
+from madd.errors import MaddConfigError, RunInterrupted
 from madd.reporting.run_record import write_run_record
-from madd.utils.config import check_required
+from madd.utils.config import check_config
 from madd.utils.instantiate import instantiate_callbacks, instantiate_clear, instantiate_loggers
+from madd.utils.schema import TrainSchema
 from madd.utils.table import print_confusion, print_metrics_table
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,7 @@ def build_trainer(cfg: DictConfig, stage: str | None = None, **overrides) -> L.T
         # stage trainers have no logger, and LearningRateMonitor refuses to run without one
         callbacks = [cb for cb in callbacks if not isinstance(cb, L.pytorch.callbacks.LearningRateMonitor)]
         for cb in callbacks:
-            if isinstance(cb, L.pytorch.callbacks.ModelCheckpoint):
+            if isinstance(cb, (L.pytorch.callbacks.ModelCheckpoint, InterruptCheckpoint)):
                 cb.dirpath = str(Path(cfg.paths.output_dir) / stage / "checkpoints")
     loggers = instantiate_loggers(cfg.get("logger")) if stage is None else False
     return instantiate_clear(cfg.trainer, callbacks=callbacks, logger=loggers, **overrides)
@@ -68,33 +72,38 @@ def run_config(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit and test as the config says; return the test metrics (and the monitored val metric)."""
-    check_required(cfg)  # a `???` left unset fails here, before any data or model is built
-    if cfg.data.get("source") == "auto":  # RTLAOI-DD: pick the source among data.source_candidates
-        from madd.transfer.source_selection import resolve_auto_source
+def check_train_config(cfg: DictConfig) -> dict | None:
+    """Everything that can be checked before any work (:class:`~madd.utils.schema.TrainSchema`: types, ranges,
+    writable output folder; ``ckpt_path`` read safely and of this run's model class). Returns the checkpoint."""
+    check_config(cfg, TrainSchema)
+    if not cfg.get("ckpt_path"):
+        return None
+    from madd.checkpoint import check_resume_checkpoint
 
-        resolve_auto_source(cfg)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate_clear(cfg.data, _convert_="all")
-    model = instantiate_clear(cfg.model, _convert_="partial")
-    if cfg.get("transfer_from"):  # RTLAOI-DD 2.6: a source run's backbone; heads keep their initialisation
-        from madd.transfer.backbone_transfer import init_from_checkpoint
+    return check_resume_checkpoint(cfg.ckpt_path, OmegaConf.to_container(cfg.model), bool(cfg.get("train", True)))
 
-        init_from_checkpoint(model, cfg.transfer_from, cfg.get("transfer_freeze_stages") or 0)
-    model.run_config = run_config(cfg)
-    if hasattr(model, "train_splits"):
-        datamodule.train_splits = list(model.train_splits())
-    if "source" in datamodule.train_splits and datamodule.source_spec is None:
-        from madd.errors import MaddConfigError
 
-        raise MaddConfigError(f"{type(model).__name__} trains on a source domain but data.source is null; "
-                              "pick a data config with a source (e.g. data=synthetic_awdd) or set data.source")
-    trainer = build_trainer(cfg)
-    for lg in trainer.loggers:
-        lg.log_hyperparams(run_config(cfg))
+def _monitor(trainer: L.Trainer) -> str | None:
+    return trainer.checkpoint_callback.monitor if trainer.checkpoint_callback else None
 
+
+def interrupted(err: SIGTERMException, trainer: L.Trainer) -> RunInterrupted:
+    """The :class:`RunInterrupted` for Lightning's stop exception (tagged by :class:`InterruptCheckpoint`).
+
+    Only a checkpoint of the main fit resumes with ``ckpt_path``; one written in a method's stage (own trainer,
+    own folder) does not, and the run is then to be started again.
+    """
+    import signal
+
+    checkpoint = getattr(err, "madd_checkpoint", None)
+    main = [str(cb.ckpt_path) for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint)]
+    return RunInterrupted(getattr(err, "madd_signal", signal.SIGTERM), checkpoint if checkpoint in main else None,
+                          getattr(err, "madd_epoch", trainer.current_epoch),
+                          getattr(err, "madd_step", trainer.global_step))
+
+
+def _fit_and_test(cfg: DictConfig, model, datamodule, trainer: L.Trainer) -> tuple[dict[str, float], dict]:
+    """The method's stages, the main fit, its post-fit stages and the test; metrics and wall times."""
     tic = time.perf_counter()  # stage wall times go to metrics.json (domain adaptation time = stages + fit)
     if hasattr(model, "run_stages"):
         model.run_stages(datamodule, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw))
@@ -109,7 +118,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     wall["fit"] = time.perf_counter() - tic - wall["stages"]
     wall["adaptation"] = wall["stages"] + wall["fit"]
     metrics: dict[str, float] = {}
-    monitor = trainer.checkpoint_callback.monitor if trainer.checkpoint_callback else None
+    monitor = _monitor(trainer)
     if monitor and monitor in trainer.callback_metrics:
         metrics[monitor] = float(trainer.callback_metrics[monitor])
     if cfg.get("test", True):
@@ -128,6 +137,48 @@ def train(cfg: DictConfig) -> dict[str, float]:
             print_metrics_table({k: v for k, v in metrics.items() if k.startswith("test/")})
             if getattr(model, "test_confusion", None) is not None:
                 print_confusion(model.test_confusion, model.class_names)
+    return metrics, wall
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test as the config says; return the test metrics (and the monitored val metric).
+
+    SIGTERM or Ctrl-C during any fit or test raises :class:`~madd.errors.RunInterrupted` (with the
+    ``last.ckpt`` written on the way out, see :mod:`madd.callbacks.interrupt`).
+    """
+    resume = check_train_config(cfg)  # bad values, unwritable folders, bad checkpoints: before any work
+    if cfg.data.get("source") == "auto":  # RTLAOI-DD: pick the source among data.source_candidates
+        from madd.transfer.source_selection import resolve_auto_source
+
+        resolve_auto_source(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate_clear(cfg.data, _convert_="all")
+    model = instantiate_clear(cfg.model, _convert_="partial")
+    if cfg.get("transfer_from"):  # RTLAOI-DD 2.6: a source run's backbone; heads keep their initialisation
+        from madd.transfer.backbone_transfer import init_from_checkpoint
+
+        init_from_checkpoint(model, cfg.transfer_from, cfg.get("transfer_freeze_stages") or 0)
+    if resume is not None:
+        from madd.checkpoint import check_checkpoint_fits
+
+        check_checkpoint_fits(cfg.ckpt_path, resume, model)
+        del resume
+    model.run_config = run_config(cfg)
+    if hasattr(model, "train_splits"):
+        datamodule.train_splits = list(model.train_splits())
+    if "source" in datamodule.train_splits and datamodule.source_spec is None:
+        raise MaddConfigError(f"{type(model).__name__} trains on a source domain but data.source is null; "
+                              "pick a data config with a source (e.g. data=synthetic_awdd) or set data.source")
+    trainer = build_trainer(cfg)
+    for lg in trainer.loggers:
+        lg.log_hyperparams(run_config(cfg))
+
+    try:
+        metrics, wall = _fit_and_test(cfg, model, datamodule, trainer)
+    except SIGTERMException as err:  # Lightning's stop at a safe point after SIGTERM (or Ctrl-C, see InterruptCheckpoint)
+        raise interrupted(err, trainer) from None
+    monitor = _monitor(trainer)
     if trainer.is_global_zero:
         best_score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
         write_run_record(cfg.paths.output_dir, metrics, wall, datamodule, model,
@@ -153,8 +204,6 @@ def objective_value(metrics: dict[str, float], name: str | None) -> float | None
     if not name:
         return None
     if name not in metrics:
-        from madd.errors import MaddConfigError
-
         raise MaddConfigError(f"optimized_metric={name!r} was not logged; available: {sorted(metrics)}")
     value = metrics[name]
     return value if math.isfinite(value) else float("-inf")

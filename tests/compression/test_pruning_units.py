@@ -135,6 +135,8 @@ def test_linear_producers_are_masked_and_channel_mixing_norms_are_left_alone():
     ("resnet18", "all"),
     ("resnet50", "inner"),  # bottleneck blocks: conv1 and conv2 are inner
     ("mobilenet_v2", "all"),  # depthwise convolutions follow their expansion convolution
+    ("tf_efficientnet_lite0", "inner"),  # the default backbone: depthwise-separable inverted residuals (timm)
+    ("tf_efficientnet_lite0", "all"),
 ])
 def test_physical_removal_equals_the_hard_masked_network(name, scope):
     net = classifier(name)

@@ -522,7 +522,7 @@ def test_coco_errors(tmp_path):
 
 
 def test_registry(tmp_path):
-    assert set(READERS) == {"class_folders", "image_mask", "voc", "yolo", "coco"}
+    assert set(READERS) == {"class_folders", "image_mask", "voc", "yolo", "coco", "mvtec", "folder", "files"}
     with pytest.raises(DataError) as err:
         read_dataset("imagenet", root=tmp_path)
     assert "class_folders" in str(err.value) and "coco" in str(err.value)

@@ -116,6 +116,18 @@ def test_mask_covers_cells_similar_to_the_defect_prototype():
     assert torch.equal(cells, expected)
 
 
+def test_prototype_not_ready_is_ignored_inside_the_graph():
+    """``prototype_ready`` (the prototype's `initialized` buffer) picks the branch as a tensor, so an exported graph
+    keeps it: false = no prototype, true = the prototype."""
+    torch.manual_seed(0)
+    masker = DefectGuidedMasker((0.2, 0.3), sim_threshold=0.5, key_fraction=0.1)
+    feats, images, proto = torch.randn(3, 16, 12, 12), torch.rand(3, 3, 48, 48), torch.randn(16)
+    with_proto, without = masker(feats, proto, images), masker(feats, None, images)
+    assert not torch.equal(with_proto, without)  # the prototype changes the mask here
+    assert torch.equal(masker(feats, proto, images, torch.tensor(False)), without)
+    assert torch.equal(masker(feats, proto, images, torch.tensor(True)), with_proto)
+
+
 def test_key_structural_regions_are_masked():
     images = torch.zeros(1, 1, 40, 40)
     images[..., :, 20:] = 1.0  # one vertical edge at x = 20

@@ -64,7 +64,8 @@ def test_ablation_configs_are_overrides_of_madd_awdd(tmp_path, data_dir, name):
 def test_synthetic_experiments_compose(tmp_path, data_dir):
     awdd = compose_config(["experiment=madd_awdd"], tmp_path, data_dir)
     assert awdd.model._target_ == "madd.models.madd.MADDModule" and awdd.model.views.modality == "ultrasonic"
-    assert awdd.data.label_budget.total == 50 and awdd.model.backbone.name == "resnet18"
+    assert awdd.data.label_budget.total == 50 and awdd.model.backbone.name == "tf_efficientnet_lite0"
+    assert awdd.model.backbone.weights == "package" and awdd.model.backbone.freeze_bn
     bdd = compose_config(["experiment=madd_bdd"], tmp_path, data_dir)
     assert bdd.data.target.domain == "bdd" and bdd.model.views.modality == "visual"
 

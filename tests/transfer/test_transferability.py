@@ -132,6 +132,25 @@ def test_infer_resnet_and_load_candidates(tmp_path):
         layer3_features(backbone, images, (5,), image_size=None)
 
 
+def test_timm_candidates_from_packages_and_madd_checkpoints(tmp_path):
+    """A madd checkpoint names its backbone in its stored config: any timm backbone is read, not only ResNets."""
+    packaged, arch = load_candidate("package:tf_efficientnet_lite0")
+    assert arch == "tf_efficientnet_lite0" and packaged.mean == (0.5, 0.5, 0.5)
+    model = SupervisedClassifier(Backbone("tf_efficientnet_lite0", "package"), num_classes=3)
+    ckpt = tmp_path / "lite0.ckpt"
+    torch.save({"state_dict": model.state_dict(),
+                "madd_config": {"model": {"backbone": {"name": "tf_efficientnet_lite0"}}}}, ckpt)
+    backbone, arch = load_candidate(str(ckpt))
+    assert arch == "tf_efficientnet_lite0"
+    images = torch.rand(3, 3, 64, 64)
+    feats = layer3_features(backbone, images, (0, 1), image_size=None)
+    same = layer3_features(packaged, images, (0, 1), image_size=None)
+    # the first blocks of the stride-16 stage (timm stage 4, 80 channels), with the TF normalisation
+    assert feats[1].shape == (3, 80) and np.allclose(feats[1], same[1])
+    random, _ = load_candidate("random:tf_efficientnet_lite0")
+    assert not np.allclose(layer3_features(random, images, (0,), image_size=None)[0], same[0])
+
+
 def test_rank_checkpoints_command(tmp_path, data_dir, capsys):
     tv = tmp_path / "tv_resnet18.pth"
     torch.save(torchvision.models.resnet18(num_classes=7).state_dict(), tv)

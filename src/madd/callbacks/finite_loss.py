@@ -7,11 +7,15 @@ import math
 import lightning as L
 import torch
 
-from madd.errors import MaddConfigError
+from madd.errors import MaddConfigError, TrainingError
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised when a logged ``train/*`` value or the returned loss is NaN or infinite."""
+class NonFiniteLossError(TrainingError):
+    """Raised when a logged ``train/*`` value or the returned loss is NaN or infinite.
+
+    A :class:`~madd.errors.TrainingError`: ``train.py`` prints its message and exits with status 2 (the fix is
+    in the config: learning rate, loss weights), and the run record says ``failed``.
+    """
 
 
 class FiniteLossGuard(L.Callback):

@@ -12,8 +12,10 @@ Splits (all explicit, all named):
 Without folds the target set is cut by ``splits`` fractions (e.g. 7:1:2). With ``num_folds = k > 1`` the
 target set is partitioned into ``k`` stratified folds; fold ``fold`` is the ``test`` split and ``val`` is cut
 from the other folds with the ``val`` share of ``splits`` (so over ``fold = 0..k-1`` every image is tested
-exactly once). Datasets shipped with their own train/val folders are re-split this way too, so every
-dataset follows one documented rule.
+exactly once). Datasets shipped with their own train/val folders are re-split this way too, unless
+``splits="predefined"``: then the dataset's own split (``Record.split``) is kept: its ``test`` part is the
+test split, its ``val`` part (or ``val_fraction`` of its train part) the val split, and label budgets and
+folds draw from its train part only.
 
 Training batches are a dict ``{split_name: batch}`` for the names in ``train_splits`` combined by
 Lightning's ``CombinedLoader`` (``max_size_cycle``: an epoch is the longest split; shorter ones cycle).
@@ -21,6 +23,7 @@ Lightning's ``CombinedLoader`` (``max_size_cycle``: an epoch is the longest spli
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,15 +31,20 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import CombinedLoader
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from madd.data.dataset import DefectDataset, collate
 from madd.data.image_io import verify_records
-from madd.data.records import Record
+from madd.data.integrity import check_split_isolation
+from madd.data.records import ReadReport, Record
 from madd.data.sources import build_index, map_labels, merge_classes
 from madd.data.splits import kfold_split, label_budget, ratio_split
+from madd.data.summary import format_summary
 from madd.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("source", "target_labeled", "target_unlabeled", "val", "test")
 
@@ -71,7 +79,9 @@ class DefectDataModule(L.LightningDataModule):
         source: optional source dataset entry; ``source_class_names`` optionally pins its classes.
         label_mapping: source class -> target class (``null`` drops); default: identical names.
         image_size, channels: decoded tensor shape.
-        splits: fractions of ``train``/``val``/``test``.
+        splits: fractions of ``train``/``val``/``test``, or ``"predefined"`` to keep the dataset's own split.
+        val_fraction: with ``splits="predefined"`` and no ``val`` part in the dataset, the share of its train
+            part held out (stratified) as ``val``.
         label_budget: ``{per_class: n}`` or ``{total: n}`` or neither (all training images labelled).
         num_folds, fold: k-fold cross-validation (``num_folds=1`` disables it).
         seed: drives every split and the sampling order.
@@ -99,7 +109,8 @@ class DefectDataModule(L.LightningDataModule):
         label_mapping: Mapping[str, str | None] | None = None,
         image_size: int | Sequence[int] = 128,
         channels: int = 3,
-        splits: Mapping[str, float] | None = None,
+        splits: Mapping[str, float] | str | None = None,
+        val_fraction: float = 0.1,
         label_budget: Mapping[str, int | None] | None = None,
         num_folds: int = 1,
         fold: int = 0,
@@ -133,7 +144,13 @@ class DefectDataModule(L.LightningDataModule):
         self.label_mapping = dict(label_mapping) if label_mapping else None
         self.image_size = image_size
         self.channels = channels
-        self.split_fractions = dict(splits or {"train": 0.7, "val": 0.1, "test": 0.2})
+        self.predefined = isinstance(splits, str)
+        if self.predefined and splits != "predefined":
+            raise DataError(f"data.splits={splits!r}: use fractions {{train, val, test}} or the word 'predefined'")
+        self.split_fractions = {} if self.predefined else dict(splits or {"train": 0.7, "val": 0.1, "test": 0.2})
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        self.val_fraction = val_fraction
         budget = dict(label_budget or {})
         self.budget_per_class, self.budget_total = budget.get("per_class"), budget.get("total")
         self.num_folds, self.fold, self.seed = num_folds, fold, seed
@@ -152,6 +169,7 @@ class DefectDataModule(L.LightningDataModule):
         self.class_merge = {k: list(v) for k, v in class_merge.items()} if class_merge else None
         self.cache, self.verify = cache, verify
         self.records: dict[str, list[Record]] = {}
+        self.read_report = ReadReport()
         self.datasets: dict[str, DefectDataset] = {}
         self._verified: set[str] = set()
 
@@ -190,12 +208,16 @@ class DefectDataModule(L.LightningDataModule):
         empty = [n for n, c in zip(self.class_names, np.bincount(labels, minlength=self.num_classes)) if c == 0]
         if empty:
             raise DataError(f"classes {empty} have no images in {target.root}; remove them from data.class_names")
-        parts = self._split(labels)
+        parts = self._split(labels, [r.split for r in target.records], target.root)
         labeled, unlabeled = label_budget(
             labels, parts["train"], self.seed, self.budget_per_class, self.budget_total, self.class_names
         )
         idx = {"target_labeled": labeled, "target_unlabeled": unlabeled, "val": parts["val"], "test": parts["test"]}
         self.records = {k: [target.records[i] for i in v] for k, v in idx.items()}
+        check_split_isolation(self.records)
+        self.read_report = target.report
+        if rank_zero_only.rank == 0:
+            log.info("%s", format_summary(self.records, self.class_names, target.report))
         if self.source_spec:
             source = build_index(self.source_spec, self.source_class_names)
             recs = map_labels(source, self.class_names, self.label_mapping)
@@ -205,6 +227,8 @@ class DefectDataModule(L.LightningDataModule):
                                        total=self.max_source_images)
                 recs = [recs[i] for i in keep]
             self.records["source"] = recs
+            if rank_zero_only.rank == 0:
+                log.info("%s", format_summary({"source": recs}, self.class_names, source.report, "source"))
         self.datasets = {
             k: DefectDataset(v, self.image_size, self.channels, cache=self.cache) for k, v in self.records.items()
         }
@@ -216,7 +240,9 @@ class DefectDataModule(L.LightningDataModule):
                                                         self.seed, self.class_names)
             self.records["source"] = self.datasets["source"].records
 
-    def _split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+    def _split(self, labels: np.ndarray, given: Sequence[str | None], where: str) -> dict[str, np.ndarray]:
+        if self.predefined:
+            return self._predefined_split(labels, given, where)
         if self.num_folds > 1:
             rest, test = kfold_split(labels, self.num_folds, self.fold, self.seed)
             f = self.split_fractions
@@ -227,6 +253,30 @@ class DefectDataModule(L.LightningDataModule):
         if missing:
             raise DataError(f"data.splits must define train, val and test fractions; missing {missing}")
         return parts
+
+    def _predefined_split(self, labels: np.ndarray, given: Sequence[str | None], where: str) -> dict[str, np.ndarray]:
+        """The dataset's own train / val / test parts; folds and the val cut only ever touch its train part."""
+        given = np.array([g or "" for g in given])
+        unknown = sorted(set(given) - {"train", "val", "test"})
+        if unknown:
+            raise DataError(
+                f"data.splits=predefined but the dataset at {where} gives no split for some images (or an unknown "
+                f"one: {unknown}): use a reader that keeps the dataset's split folders (class_folders with "
+                "split_dirs, mvtec, folder, files with a (?P<split>...) group) or set data.splits fractions"
+            )
+        parts = {k: np.flatnonzero(given == k) for k in ("train", "val", "test")}
+        if not len(parts["train"]) or not len(parts["test"]):
+            raise DataError(f"data.splits=predefined but the dataset at {where} has "
+                            f"{len(parts['train'])} train and {len(parts['test'])} test images; it needs both")
+        train = parts["train"]
+        if self.num_folds > 1:
+            rest, held = kfold_split(labels[train], self.num_folds, self.fold, self.seed)
+            return {"train": train[rest], "val": np.sort(np.concatenate([parts["val"], train[held]])),
+                    "test": parts["test"]}
+        if len(parts["val"]) or self.val_fraction == 0:
+            return parts
+        inner = ratio_split(labels[train], {"train": 1 - self.val_fraction, "val": self.val_fraction}, self.seed)
+        return {"train": train[inner["train"]], "val": train[inner["val"]], "test": parts["test"]}
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:

@@ -9,7 +9,8 @@ A sample is a dict (the same keys for every reader, so models never branch on th
 * ``has_mask``: whether ``mask`` is ground truth (False for datasets with image labels only);
 * ``boxes``: float32 ``(n, 5)`` rows ``(class, x1, y1, x2, y2)`` in resized pixel coordinates; from the
   annotation when it has boxes, else from the connected components of the mask;
-* ``index``: position in the dataset (for diagnostics and hidden-label lookups).
+* ``index``: position in the dataset (for diagnostics and hidden-label lookups);
+* ``reference``: only for reference/inspected pairs: the defect-free reference image, like ``image``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
         return image_size, image_size
     h, w = image_size
     return int(h), int(w)
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    """``(H, W, C)`` uint8 -> float32 ``(C, H, W)`` in [0, 1] (a writable copy)."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
 
 
 def boxes_from_mask(mask: np.ndarray, label: int) -> np.ndarray:
@@ -79,10 +85,7 @@ class DefectDataset(Dataset):
         img = load_image(rec.path, channels=self.channels)
         h0, w0 = img.shape[:2]
         h, w = self.size_hw
-        if (h0, w0) != (h, w):
-            mode = "L" if img.shape[2] == 1 else "RGB"
-            img = np.asarray(Image.fromarray(img.squeeze(-1) if mode == "L" else img, mode).resize((w, h), Image.BILINEAR))
-            img = img.reshape(h, w, -1)
+        img = self._resize(img)
         if rec.mask_path is not None:
             mask = load_mask(rec.mask_path, size=(w0, h0))
         elif rec.polygons is not None:
@@ -99,14 +102,26 @@ class DefectDataset(Dataset):
             b[:, [2, 4]] *= h
         else:
             b = boxes_from_mask(mask, rec.label)
-        return {
-            "image": torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0),  # a writable copy
+        sample = {
+            "image": _to_tensor(img),
             "label": torch.tensor(rec.label, dtype=torch.long),
             "mask": torch.from_numpy(mask).float().unsqueeze(0),
             "has_mask": torch.tensor(rec.has_localisation),
             "boxes": torch.from_numpy(b),
             "index": torch.tensor(index, dtype=torch.long),
         }
+        if rec.reference_path is not None:
+            sample["reference"] = _to_tensor(self._resize(load_image(rec.reference_path, channels=self.channels)))
+        return sample
+
+    def _resize(self, img: np.ndarray) -> np.ndarray:
+        """Bilinear resize of an ``(H, W, C)`` uint8 array to ``image_size`` (a no-op at that size)."""
+        h, w = self.size_hw
+        if img.shape[:2] == (h, w):
+            return img
+        mode = "L" if img.shape[2] == 1 else "RGB"
+        out = np.asarray(Image.fromarray(img.squeeze(-1) if mode == "L" else img, mode).resize((w, h), Image.BILINEAR))
+        return out.reshape(h, w, -1)
 
     def __getitem__(self, index: int) -> dict:
         if not self.cache:

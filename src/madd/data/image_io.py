@@ -206,6 +206,11 @@ def _check_record(record: Record, channels: int) -> str | None:
         img = load_image(record.path, channels)
         if record.mask_path is not None:
             load_mask(record.mask_path, size=(img.shape[1], img.shape[0]))
+        if record.reference_path is not None:
+            ref = load_image(record.reference_path, channels)
+            if ref.shape[:2] != img.shape[:2]:
+                return (f"Reference image '{record.reference_path}' is {ref.shape[1]}x{ref.shape[0]} (WxH) but its "
+                        f"image '{record.path}' is {img.shape[1]}x{img.shape[0]}: pair images of one size.")
     except DataError as exc:
         return str(exc)
     return None

@@ -7,6 +7,7 @@ corrupt file is reported with its path when it is first read (and up front by ``
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 
@@ -22,6 +23,9 @@ class Record:
             [0, 1] image coordinates (YOLO-seg / COCO after normalisation); rasterised to the mask.
         boxes: optional list of ``(class_index, x1, y1, x2, y2)`` in *normalised* [0, 1] coordinates.
         group: optional key for grouping in splits (e.g. the physical part); unused when ``None``.
+        split: the dataset's own split (``train``/``val``/``test``) when its folders define one; used by
+            ``data.splits=predefined``, ignored (merged and re-split) otherwise.
+        reference_path: optional defect-free reference image of the same scene (reference/inspected pairs).
     """
 
     path: str
@@ -30,10 +34,34 @@ class Record:
     polygons: list[list[float]] | None = None
     boxes: list[tuple[int, float, float, float, float]] = field(default_factory=list)
     group: str | None = None
+    split: str | None = None
+    reference_path: str | None = None
 
     @property
     def has_localisation(self) -> bool:
         return self.mask_path is not None or self.polygons is not None
+
+
+@dataclass
+class ReadReport:
+    """What a reader saw besides the records: files it skipped (and why) and annotation files it could not
+    pair with an image, so a user can check that a dataset was read as intended (printed before training)."""
+
+    #: reason -> files skipped for that reason
+    ignored: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: annotation kind ("masks", "box files", ...) -> files of that kind that match no image
+    unmatched: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def ignore(self, reason: str, path: object) -> None:
+        self.ignored[reason].append(str(path))
+
+    def forget(self, paths: object) -> None:
+        """Drop ``paths`` from the ignored files: a reader paired them after all (masks, references, boxes)."""
+        drop = {str(p) for p in paths}
+        for reason in list(self.ignored):
+            self.ignored[reason] = [f for f in self.ignored[reason] if f not in drop]
+            if not self.ignored[reason]:
+                del self.ignored[reason]
 
 
 @dataclass
@@ -43,6 +71,7 @@ class DatasetIndex:
     records: list[Record]
     class_names: list[str]
     root: str = ""
+    report: ReadReport = field(default_factory=ReadReport)
 
     def counts(self) -> list[int]:
         out = [0] * len(self.class_names)

@@ -3,13 +3,14 @@
 A dataset entry in ``conf/data/*.yaml`` looks like::
 
     target:
-      reader: class_folders          # or synthetic, image_mask, voc, yolo, coco
+      reader: class_folders          # or synthetic, image_mask, voc, yolo, coco, mvtec, folder, files
       root: ${paths.shared_data_dir}/x_sdd/X-SDD/datas
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from madd.data.records import DatasetIndex, Record
 from madd.errors import DataError
@@ -24,7 +25,8 @@ def build_index(spec: Mapping, class_names: Sequence[str] | None = None) -> Data
     kwargs = dict(spec)
     reader = kwargs.pop("reader", None)
     if reader is None:
-        raise DataError("a dataset entry needs a `reader` key (synthetic, class_folders, image_mask, voc, yolo, coco)")
+        raise DataError("a dataset entry needs a `reader` key (synthetic, class_folders, image_mask, voc, yolo, coco, "
+                        "mvtec, folder, files)")
     if reader == "synthetic":
         from madd.data.synthetic import generate_synthetic
 
@@ -32,7 +34,7 @@ def build_index(spec: Mapping, class_names: Sequence[str] | None = None) -> Data
     else:
         from madd.data.readers import read_dataset
 
-        if class_names is not None and "class_names" not in kwargs and reader in ("class_folders", "voc"):
+        if class_names is not None and "class_names" not in kwargs and reader in ("class_folders", "voc", "mvtec", "files"):
             kwargs["class_names"] = list(class_names)
         index = read_dataset(reader, **kwargs)
     if class_names is not None and list(index.class_names) != list(class_names):
@@ -73,7 +75,7 @@ def map_labels(
         new = target_index[dst]
         boxes = [(target_index[mapping[source.class_names[b[0]]]], *b[1:]) for b in rec.boxes
                  if mapping.get(source.class_names[b[0]]) is not None]
-        out.append(Record(rec.path, new, rec.mask_path, rec.polygons, boxes, rec.group))
+        out.append(replace(rec, label=new, boxes=boxes))
     if not out:
         raise DataError(
             f"no source image maps into the target classes {list(target_class_names)}; "
@@ -102,4 +104,4 @@ def merge_classes(index: DatasetIndex, class_names: Sequence[str], merge: Mappin
             "merge them into a listed class or list them"
         )
     records = map_labels(index, class_names, mapping)
-    return DatasetIndex(records, list(class_names), index.root)
+    return DatasetIndex(records, list(class_names), index.root, index.report)

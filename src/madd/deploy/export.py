@@ -32,6 +32,7 @@ from torch import nn
 
 from madd.checkpoint import load_module
 from madd.errors import MaddConfigError
+from madd.utils.optional import require
 
 log = logging.getLogger(__name__)
 EXPORTERS = ("dynamo", "legacy")
@@ -96,6 +97,7 @@ def export_onnx(model: DeployModel, path: Path, shape: Sequence[int], exporter: 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", (DeprecationWarning, torch.jit.TracerWarning))
         if exporter == "dynamo":
+            require("onnxscript", "onnxscript", "exporter=dynamo (torch.onnx's torch.export-based exporter)")
             torch.onnx.export(
                 model, example, str(path), input_names=["image"], output_names=names, opset_version=opset,
                 dynamo=True, external_data=False, verbose=False,
@@ -126,7 +128,7 @@ def export_torchscript(model: DeployModel, path: Path, shape: Sequence[int]) -> 
 
 
 def run_onnx(path: Path, images: torch.Tensor) -> list[np.ndarray]:
-    import onnxruntime as ort
+    ort = require("onnxruntime", "onnxruntime", "the ONNX parity check")
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: images.numpy()})

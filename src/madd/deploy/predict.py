@@ -30,6 +30,7 @@ from madd.data.dataset import DefectDataset, boxes_from_mask, collate
 from madd.data.image_io import image_size, load_image, verify_records
 from madd.data.records import Record
 from madd.errors import DataError, MaddConfigError
+from madd.utils.optional import require
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class OnnxPredictor:
     """An exported ``.onnx`` file run with onnxruntime, described by its ``.onnx.json`` sidecar."""
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        import onnxruntime as ort
+        ort = require("onnxruntime", "onnxruntime", f"predicting with {Path(path).name}")
 
         path = Path(path)
         meta_path = path.with_name(path.name + ".json")

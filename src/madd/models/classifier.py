@@ -46,9 +46,6 @@ class ImageClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(B, C)`` of raw [0, 1] images."""
-        stages = self.pool.stages
-        if stages == [3]:
-            return self.backbone(self.normalize(x)).mean((2, 3))
         return self.pool(self.backbone.forward_stages(self.normalize(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

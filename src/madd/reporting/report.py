@@ -22,6 +22,7 @@ from madd.errors import MaddConfigError
 from madd.reporting import plots
 from madd.reporting.collect import collect, load_predictions
 from madd.reporting.tables import add_delta, auto_rows, label_rows, summarize, to_markdown
+from madd.utils.schema import require_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ def make_report(cfg: Mapping[str, Any]) -> dict[str, Any]:
     reference = cfg.get("reference", "best")
     summary = summarize(jobs, metrics, None if reference is None else str(reference), seed_key)
 
-    out = Path(cfg.get("out") or Path(dirs[0]) / "report")
-    out.mkdir(parents=True, exist_ok=True)
+    out = require_writable_dir("out", cfg.get("out") or Path(dirs[0]) / "report")
     flat = jobs.drop(columns=["class_names", "override_keys"], errors="ignore")
     flat.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)

@@ -2,14 +2,15 @@
 
 ``metrics.json``::
 
-    {"status": "completed" | "failed",
+    {"status": "completed" | "failed" | "interrupted",
      "metrics": {"test/mAP": ..., "val/mAP": ..., "val/mAP_best": ...},
      "wall_time_s": {"stages": s, "fit": s, "adaptation": s, "test": s},
      "split_counts": {"target_labeled": {"good": 4, ...}, ...},
      "class_names": [...], "normal_class": "good" | null,
      "params": n_parameters, "test_images_per_s": x,
      "deploy_params": n, "flops": n, "latency_ms": x, "fps": x,   # madd.deploy.cost, when measured
-     "error": "ExceptionType: message"}            # failed runs only
+     "error": "ExceptionType: message",            # failed and interrupted runs only
+     "resume": {"ckpt_path": ..., "command": ...}} # interrupted runs: the last.ckpt and the command resuming it
 
 ``adaptation`` is the domain adaptation time (DAT): the wall time of the method's extra stages
 (``run_stages``, e.g. MADD's transfer initialisation) plus the main fit.
@@ -123,17 +124,21 @@ def write_run_record(
     return out / METRICS_FILE
 
 
-def write_failure(output_dir: str | Path, error: BaseException) -> Path | None:
-    """Mark a run as failed in ``metrics.json`` (keeps whatever a previous write put there)."""
+def write_failure(output_dir: str | Path, error: BaseException, status: str = "failed", **extra: Any) -> Path | None:
+    """Mark a run as ``failed`` (or ``interrupted``) in ``metrics.json``, keeping what an earlier write put there.
+
+    ``extra`` adds keys, e.g. ``resume={"ckpt_path": ..., "command": ...}`` for an interrupted run.
+    """
     try:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / METRICS_FILE
         record = json.loads(path.read_text()) if path.is_file() else {"metrics": {}}
         record.update(
-            status="failed",
+            status=status,
             error=f"{type(error).__name__}: {error}",
             traceback="".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:],
+            **extra,
         )
         path.write_text(json.dumps(record, indent=2, sort_keys=True))
         return path

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from madd.checkpoint import read_checkpoint
 from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone, Normalize
 from madd.transfer.backbone_transfer import (
@@ -43,12 +44,27 @@ _RESNETS = {("basic", 2): "resnet18", ("basic", 6): "resnet34", ("bottleneck", 6
             ("bottleneck", 23): "resnet101", ("bottleneck", 36): "resnet152"}
 
 
-def infer_resnet(state: dict[str, torch.Tensor], prefix: str | None = None) -> tuple[str, str]:
-    """``(architecture, backbone prefix)`` of the single ResNet backbone in ``state``, read off its tensors."""
+def backbone_prefix_of(state: dict[str, torch.Tensor], prefix: str | None = None) -> str:
+    """The key prefix of the single backbone in ``state`` (``prefix`` when given)."""
     prefixes = [prefix] if prefix is not None else find_backbone_prefixes(state)
     if len(prefixes) != 1:
         raise MaddConfigError(f"found backbone prefixes {prefixes} in the checkpoint; set backbone_prefix to one")
-    p = prefixes[0]
+    return prefixes[0]
+
+
+def stored_backbone_name(path: str | Path) -> str | None:
+    """``model.backbone.name`` of the run that wrote a madd ``.ckpt`` (its stored config), else ``None``."""
+    try:
+        cfg = read_checkpoint(path).get("madd_config") or {}
+    except MaddConfigError:  # a plain state dict (.pth): no stored config
+        return None
+    backbone = (cfg.get("model") or {}).get("backbone") or {}
+    return backbone.get("name") if isinstance(backbone, dict) else None
+
+
+def infer_resnet(state: dict[str, torch.Tensor], prefix: str | None = None) -> tuple[str, str]:
+    """``(architecture, backbone prefix)`` of the single ResNet backbone in ``state``, read off its tensors."""
+    p = backbone_prefix_of(state, prefix)
     rel = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
     style = naming_style(rel)
     canon = [c for c in (canonical_key(k, style) for k in rel) if c]
@@ -62,14 +78,26 @@ def infer_resnet(state: dict[str, torch.Tensor], prefix: str | None = None) -> t
 
 
 def load_candidate(spec: str, seed: int = 0, backbone_prefix: str | None = None) -> tuple[Backbone, str]:
-    """A madd :class:`Backbone` with the candidate's weights; ``spec`` is a file path or ``random:<arch>``."""
+    """A madd :class:`Backbone` with the candidate's weights.
+
+    ``spec``: a checkpoint file (a madd ``.ckpt`` names its backbone in its stored config; a plain ``.pth`` must
+    be a torchvision ResNet, read off its tensors), ``package:<name>`` (the ImageNet weights a registry package
+    ships, e.g. ``package:tf_efficientnet_lite0``) or ``random:<name>`` (seeded random initialisation, a floor).
+    """
     if spec.startswith("random:"):
         arch = spec.split(":", 1)[1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return Backbone(arch), arch
+    if spec.startswith("package:"):
+        arch = spec.split(":", 1)[1]
+        return Backbone(arch, "package"), arch
     state = load_checkpoint_state(spec)
-    arch, prefix = infer_resnet(state, backbone_prefix)
+    arch = stored_backbone_name(spec)
+    if arch is None:
+        arch, prefix = infer_resnet(state, backbone_prefix)
+    else:
+        prefix = backbone_prefix_of(state, backbone_prefix)
     backbone = Backbone(arch)
     report = transfer_backbone(state, backbone, {prefix: ""})
     if report.missing or report.mismatched:
@@ -82,12 +110,14 @@ def load_candidate(spec: str, seed: int = 0, backbone_prefix: str | None = None)
 def layer3_features(backbone: Backbone, images: torch.Tensor, blocks: Sequence[int] = (0, 1),
                     image_size: int | None = 224, batch_size: int = 32,
                     device: str | torch.device = "cpu") -> dict[int, np.ndarray]:
-    """Pooled outputs of ``layer3`` blocks ``blocks`` for raw [0, 1] images ``(n, C, H, W)``."""
+    """Pooled outputs of ``layer3`` blocks ``blocks`` for raw [0, 1] images ``(n, C, H, W)``.
+
+    ``layer3`` is the backbone's stride-16 stage (ResNet's conv4_x; the blocks of EfficientNet's stages 4-5)."""
     layer3 = backbone.stages[2]
     bad = [b for b in blocks if not 0 <= b < len(layer3)]
     if bad:
         raise MaddConfigError(f"layer3_blocks {bad} out of range: this backbone's layer3 has {len(layer3)} blocks")
-    norm = Normalize().to(device)
+    norm = Normalize.of(backbone).to(device)
     backbone = backbone.to(device).eval()
     out: dict[int, list[torch.Tensor]] = {b: [] for b in blocks}
     for start in range(0, len(images), batch_size):

@@ -16,7 +16,10 @@ from typing import Any
 from madd.data.readers._common import IMAGE_EXTENSIONS
 from madd.data.readers.class_folders import read_class_folders
 from madd.data.readers.coco import read_coco
+from madd.data.readers.files import read_files
+from madd.data.readers.folder import read_folder
 from madd.data.readers.image_mask import read_image_mask_pairs
+from madd.data.readers.mvtec import read_mvtec
 from madd.data.readers.voc import read_voc
 from madd.data.readers.yolo import read_yolo
 from madd.data.records import DatasetIndex
@@ -28,6 +31,9 @@ READERS: dict[str, Callable[..., DatasetIndex]] = {
     "voc": read_voc,
     "yolo": read_yolo,
     "coco": read_coco,
+    "mvtec": read_mvtec,
+    "folder": read_folder,
+    "files": read_files,
 }
 
 
@@ -58,7 +64,10 @@ __all__ = [
     "read_class_folders",
     "read_coco",
     "read_dataset",
+    "read_files",
+    "read_folder",
     "read_image_mask_pairs",
+    "read_mvtec",
     "read_voc",
     "read_yolo",
 ]

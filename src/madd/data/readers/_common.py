@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from madd.data.records import ReadReport
 from madd.errors import DataError
 
 #: Default image extensions (case-insensitive). Listing is by extension, decoding is by content, so a
@@ -36,7 +37,7 @@ def resolve(path: Path, root: PathArg | None) -> Path:
     """
     if root is not None and not path.is_absolute():
         path = Path(root) / path
-    return path.expanduser().absolute()
+    return Path(os.path.normpath(path.expanduser().absolute()))  # no '..': one file, one path string
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -63,32 +64,40 @@ def normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     return exts
 
 
-def list_images(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """Image files directly inside ``folder`` (not recursive), sorted by name, hidden files skipped."""
-    exts = normalise_extensions(extensions)
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts
-    )
+def list_images(
+    folder: Path,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    pattern: str | None = None,
+    report: ReadReport | None = None,
+) -> list[Path]:
+    """Image files in ``folder``, sorted by path; hidden files and folders skipped.
 
-
-def index_by_stem(folder: Path, extensions: Sequence[str], suffix: str = "") -> dict[str, Path]:
-    """Map ``stem`` (with ``suffix`` removed) -> file for files in ``folder`` whose stem ends in ``suffix``.
-
-    When one stem exists with several extensions the first in sorted order wins (deterministic).
+    Args:
+        folder: where to look.
+        extensions: image extensions (case-insensitive); other files are not images.
+        pattern: a glob relative to ``folder`` (``"**/*"`` searches every depth, ``"Imgs/*.jpg"`` one
+            sub-folder); ``None`` lists the files directly inside ``folder`` only.
+        report: when given, files skipped for their extension and sub-folders not searched are recorded
+            in it, so the pre-training summary can say what was left out and why.
     """
-    out: dict[str, Path] = {}
-    if not folder.is_dir():
-        return out
-    for p in list_images(folder, extensions):
-        stem = p.stem
-        if suffix:
-            if not stem.endswith(suffix):
-                continue
-            stem = stem[: -len(suffix)]
-        out.setdefault(stem, p)
-    return out
+    exts = normalise_extensions(extensions)
+    if pattern is None:
+        candidates = list(folder.iterdir())
+        if report is not None:
+            for p in candidates:
+                if p.is_dir() and not p.name.startswith("."):
+                    report.ignore("sub-folder not searched (set recursive: true or a pattern)", p)
+    else:
+        candidates = list(folder.glob(pattern))
+    out = []
+    for p in candidates:
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        if p.suffix.lower() in exts:
+            out.append(p)
+        elif report is not None:
+            report.ignore(f"extension not in {list(exts)}", p)
+    return sorted(out)
 
 
 def listing(items: Sequence[object], limit: int = MAX_LISTED) -> str:

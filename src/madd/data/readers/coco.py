@@ -110,6 +110,13 @@ def read_coco(
                     "unsupported: convert RLE masks to polygons (or to mask files and use the image_mask reader)."
                 )
             bx, by, bw, bh = (float(v) for v in ann.get("bbox") or (0, 0, 0, 0))
+            xs = [float(v) for p in seg for v in p[0::2]] + [bx, bx + bw]
+            ys = [float(v) for p in seg for v in p[1::2]] + [by, by + bh]
+            if min(xs + ys) < 0 or max(xs) > width or max(ys) > height:
+                # clamping would silently move the outline: a wrong width/height or a broken export
+                problems.append(f"{img['file_name']}: annotation {ann.get('id')} has coordinates outside the "
+                                f"{width:g}x{height:g} image (x {min(xs):g}..{max(xs):g}, y {min(ys):g}..{max(ys):g})")
+                continue
             ann_polys = [
                 [clip01(float(v) / (width if i % 2 == 0 else height)) for i, v in enumerate(p)]
                 for p in seg

@@ -10,12 +10,13 @@ from madd.data.readers._common import (
     IMAGE_EXTENSIONS,
     PathArg,
     check_unique_stems,
-    index_by_stem,
     list_images,
+    normalise_extensions,
     require_dir,
     resolve,
 )
-from madd.data.records import DatasetIndex, Record
+from madd.data.readers._pairing import attach_masks, is_mask_file
+from madd.data.records import DatasetIndex, ReadReport, Record
 from madd.errors import DataError
 
 
@@ -27,6 +28,7 @@ def read_image_mask_pairs(
     class_names: Sequence[str] = ("good", "defect"),
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
     root: PathArg | None = None,
+    mask_extensions: Sequence[str] | None = None,
 ) -> DatasetIndex:
     """List images with optional same-stem masks; the label comes from the mask.
 
@@ -42,10 +44,13 @@ def read_image_mask_pairs(
         normal_name: the defect-free class; must be in ``class_names``.
         class_names: exactly two classes: ``normal_name`` and the defect class, in label order.
         extensions: image (and mask) file extensions.
+        mask_extensions: mask file extensions when they differ from the images' (masks beside their images
+            with the same stem: ``extensions: [.jpg]``, ``mask_extensions: [.png]``).
         root: optional base folder for relative ``image_dir``/``mask_dir``.
 
     Raises:
-        DataError: missing folders, no images, bad ``class_names``, unreadable or 0/1-valued masks.
+        DataError: missing folders, no images, bad ``class_names``, unreadable or 0/1-valued masks, or a mask
+            pairing that is not one image <-> one other file (see ``_pairing.pair_companions``).
     """
     names = [str(c) for c in class_names]
     if normal_name not in names or len(names) != 2 or len(set(names)) != 2:
@@ -58,22 +63,24 @@ def read_image_mask_pairs(
     img_dir = require_dir(resolve(Path(image_dir), root), "Image folder")
     msk_dir = require_dir(resolve(Path(mask_dir), root), "Mask folder")
 
-    images = list_images(img_dir, extensions)
-    if img_dir == msk_dir and mask_suffix:
-        # Masks next to their images: drop the mask files from the image list.
-        images = [p for p in images if not p.stem.endswith(mask_suffix)]
+    mask_exts = normalise_extensions(mask_extensions if mask_extensions is not None else extensions)
+    report = ReadReport()
+    # Masks next to their images (<stem><suffix>.<ext>) are masks, not images.
+    images = [p for p in list_images(img_dir, extensions, report=report)
+              if not is_mask_file(p, msk_dir, mask_suffix, mask_exts)]
     if not images:
         raise DataError(f"No images found in '{img_dir}' (extensions {list(extensions)}): fix image_dir.")
     check_unique_stems(images, str(img_dir))
-    masks = index_by_stem(msk_dir, extensions, mask_suffix)
+    masks = attach_masks([(p, None) for p in images], img_dir, msk_dir, mask_suffix, mask_exts, images, report,
+                         key="mask_dir / mask_suffix / mask_extensions")
 
     records: list[Record] = []
     for img in images:
-        mask = masks.get(img.stem)
+        mask = masks.get(img)
         if mask is None:
             records.append(Record(path=str(img), label=normal_label, polygons=[]))  # empty mask
             continue
         label = defect_label if load_mask(mask).any() else normal_label
         records.append(Record(path=str(img), label=label, mask_path=str(mask)))
     base = resolve(Path(root), None) if root is not None else img_dir
-    return DatasetIndex(records=records, class_names=names, root=str(base))
+    return DatasetIndex(records=records, class_names=names, root=str(base), report=report)

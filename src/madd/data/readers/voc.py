@@ -13,13 +13,12 @@ from madd.data.readers._common import (
     PathArg,
     as_path_list,
     check_unique_stems,
-    clip01,
     list_images,
     listing,
     require_dir,
     resolve,
 )
-from madd.data.records import DatasetIndex, Record
+from madd.data.records import DatasetIndex, ReadReport, Record
 from madd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -53,15 +52,20 @@ def _parse_xml(xml_path: Path, image_path: Path) -> list[tuple[str, float, float
         width, height = (float(v) for v in image_size(image_path))
 
     objects = []
-    for obj in root.iter("object"):
+    for number, obj in enumerate(root.iter("object"), 1):
         name = (obj.findtext("name") or "").strip()
         box = obj.find("bndbox")
         if not name or box is None:
             raise DataError(
                 f"VOC annotation '{xml_path}' has an <object> without <name> or <bndbox>: fix or re-export it."
             )
-        x1, y1 = clip01(num(box, "xmin") / width), clip01(num(box, "ymin") / height)
-        x2, y2 = clip01(num(box, "xmax") / width), clip01(num(box, "ymax") / height)
+        raw = [num(box, t) for t in ("xmin", "ymin", "xmax", "ymax")]
+        if min(raw) < 0 or max(raw[0], raw[2]) > width or max(raw[1], raw[3]) > height:
+            raise DataError(
+                f"VOC annotation '{xml_path}' object {number} ('{name}'): box {raw} lies outside the "
+                f"{width:g}x{height:g} image: fix the box or the <size> (coordinates are pixels)."
+            )
+        x1, y1, x2, y2 = raw[0] / width, raw[1] / height, raw[2] / width, raw[3] / height
         if x2 <= x1 or y2 <= y1:
             log.warning("Skipping empty box %s in %s", (x1, y1, x2, y2), xml_path)
             continue
@@ -126,8 +130,9 @@ def read_voc(
 
     pairs: list[tuple[Path, Path]] = []
     unpaired: list[str] = []
+    report = ReadReport()
     for img_dir, ann_dir in zip(img_dirs, ann_dirs):
-        images = list_images(img_dir, extensions)
+        images = list_images(img_dir, extensions, report=report)
         check_unique_stems(images, str(img_dir))
         xmls = {p.stem: p for p in ann_dir.iterdir() if p.suffix.lower() == ".xml" and not p.name.startswith(".")}
         for img in images:
@@ -138,6 +143,7 @@ def read_voc(
                 pairs.append((img, xml))
         if xmls:
             log.warning("%d annotation(s) in %s have no image and are ignored", len(xmls), ann_dir)
+            report.unmatched["annotation files"].extend(str(p) for p in sorted(xmls.values()))
     if unpaired:
         raise DataError(
             f"{len(unpaired)} image(s) have no VOC annotation of the same name:{listing(unpaired)}\n"
@@ -195,4 +201,4 @@ def read_voc(
             "Set normal_name to give them a defect-free class, or remove them."
         )
     base = resolve(Path(root), None) if root is not None else img_dirs[0].parent
-    return DatasetIndex(records=records, class_names=names, root=str(base))
+    return DatasetIndex(records=records, class_names=names, root=str(base), report=report)

@@ -20,7 +20,7 @@ from madd.data.readers._common import (
     require_dir,
     resolve,
 )
-from madd.data.records import DatasetIndex, Record
+from madd.data.records import DatasetIndex, ReadReport, Record
 from madd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,20 @@ def _parse_label_file(path: Path) -> list[_Ann]:
         if cls_f != int(cls_f) or cls_f < 0:
             raise DataError(f"YOLO label '{path}' line {lineno}: class id {fields[0]} is not a non-negative integer.")
         cls = int(cls_f)
+        outside = [f for f, v in zip(fields[1:], vals) if not 0.0 <= v <= 1.0]
+        if outside:
+            # ultralytics' own label check refuses these too ("non-normalized or out of bounds coordinates");
+            # clamping them would silently move the box
+            raise DataError(
+                f"YOLO label '{path}' line {lineno}: coordinate(s) {outside} are outside [0, 1]; YOLO coordinates "
+                "are normalised by the image size. Fix the line (or use reader: files with coordinates: pixel)."
+            )
         if len(vals) == 4:
             cx, cy, w, h = vals
             box = (clip01(cx - w / 2), clip01(cy - h / 2), clip01(cx + w / 2), clip01(cy + h / 2))
             anns.append((cls, box, None, (box[2] - box[0]) * (box[3] - box[1])))
         elif len(vals) >= 6 and len(vals) % 2 == 0:
-            poly = [clip01(v) for v in vals]
+            poly = list(vals)  # already checked to lie in [0, 1]
             anns.append((cls, box_from_polygon(poly), poly, polygon_area(poly)))
         else:
             raise DataError(
@@ -140,14 +148,28 @@ def read_yolo(
         )
 
     parsed: list[tuple[Path, list[_Ann]]] = []
+    report = ReadReport()
+    unmatched: list[Path] = []
+    matched = 0
     for img_dir, lbl_dir in zip(img_dirs, lbl_dirs):
-        images = list_images(img_dir, extensions)
+        images = list_images(img_dir, extensions, report=report)
         check_unique_stems(images, str(img_dir))
         for img in images:
             label_file = lbl_dir / f"{img.stem}.txt"
+            matched += label_file.is_file()
             parsed.append((img, _parse_label_file(label_file) if label_file.is_file() else []))
+        stems = {p.stem for p in images}
+        unmatched += sorted(p for p in lbl_dir.glob("*.txt") if p.stem not in stems and not p.name.startswith("."))
     if not parsed:
         raise DataError(f"No images found in {[str(d) for d in img_dirs]}: fix images_dirs.")
+    if unmatched and not matched:
+        raise DataError(
+            f"None of the {len(unmatched)} YOLO label file(s) in {[str(d) for d in lbl_dirs]} has an image of the "
+            f"same stem in {[str(d) for d in img_dirs]}, e.g.{listing(unmatched, 5)}\nFix labels_dirs / images_dirs."
+        )
+    if unmatched:
+        log.warning("%d YOLO label file(s) match no image and are ignored, e.g. %s", len(unmatched), unmatched[0])
+        report.unmatched["label files"].extend(str(p) for p in unmatched)
 
     bad_ids = sorted({(str(img), a[0]) for img, anns in parsed for a in anns if not 0 <= a[0] < len(id_to_label)})
     if bad_ids:
@@ -176,4 +198,4 @@ def read_yolo(
             "Set normal_name to a defect-free class, or add the labels."
         )
     base = resolve(Path(root), None) if root is not None else img_dirs[0].parent
-    return DatasetIndex(records=records, class_names=names, root=str(base))
+    return DatasetIndex(records=records, class_names=names, root=str(base), report=report)

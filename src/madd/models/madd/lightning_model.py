@@ -319,8 +319,7 @@ class MADDModule(DefectModule):
 
     def _reconstruct(self, images: torch.Tensor, stage_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 9 on the defect-guided mask: returns ``(x_hat, mask)``."""
-        proto = self.prototype.prototype if bool(self.prototype.initialized) else None
-        mask = self.masker(stage_features.detach(), proto, images)
+        mask = self.masker(stage_features.detach(), self.prototype.prototype, images, self.prototype.initialized)
         feats = self.student_a.forward_until(masked_input(images, mask), self.decoder_stage)
         return self.decoder(feats, tuple(images.shape[-2:])), mask
 

@@ -4,6 +4,9 @@ A box is the bounding box of an 8-connected component of the anomaly map thresho
 (:func:`madd.data.dataset.boxes_from_mask`, the same rule that derives ground-truth boxes from masks); its
 score is the map's maximum inside the box times the image's defect probability, its class the image's
 predicted class. Images predicted normal get no box (the detector says "no defect").
+
+The COCO evaluation behind ``MeanAveragePrecision`` comes from ``faster-coco-eval`` (a madd dependency) or,
+when only that is installed, ``pycocotools``; torchmetrics' own default is pycocotools, which madd does not need.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from madd.data.dataset import boxes_from_mask
+from madd.utils.optional import first_installed
+
+# torchmetrics' backend names are the modules' names
+COCO_BACKENDS = ("faster_coco_eval", "pycocotools")
 
 
 def boxes_from_anomaly_map(amap: torch.Tensor, threshold: float, pred: torch.Tensor, defect_prob: torch.Tensor,
@@ -41,7 +48,9 @@ class BoxAP(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5])
+        backend = first_installed(COCO_BACKENDS, "faster-coco-eval", "box AP@0.5 (test/box_mAP50, torchmetrics' "
+                                  "MeanAveragePrecision)")
+        self.metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5], backend=backend)
         self.num_targets = 0
 
     def update(self, preds: list[dict], targets: list[dict]) -> None:

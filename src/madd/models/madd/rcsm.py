@@ -127,13 +127,18 @@ class DefectGuidedMasker(nn.Module):
         return n_candidates.clamp(lo, hi)
 
     @torch.no_grad()
-    def forward(self, features: torch.Tensor, prototype: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = features.shape
+    def forward(self, features: torch.Tensor, prototype: torch.Tensor | None, images: torch.Tensor,
+                prototype_ready: torch.Tensor | None = None) -> torch.Tensor:
+        """``prototype_ready`` (a bool tensor, e.g. :attr:`DefectPrototype.initialized`): when false the prototype
+        is ignored, as if None. A tensor condition rather than Python ``if`` keeps the choice inside an exported
+        graph (torch.export, ONNX)."""
+        b = features.shape[0]
+        h, w = int(features.shape[2]), int(features.shape[3])  # fixed by the input size; ints for the tracers
         n = h * w
+        sim = torch.zeros(b, h, w, device=features.device, dtype=features.dtype)  # no prototype: structure only
         if prototype is not None:
-            sim = F.cosine_similarity(features, prototype.view(1, -1, 1, 1).to(features), dim=1)  # (B, h, w)
-        else:  # no source defect seen yet: structure only
-            sim = torch.zeros(b, h, w, device=features.device, dtype=features.dtype)
+            proto_sim = F.cosine_similarity(features, prototype.view(1, -1, 1, 1).to(features), dim=1)  # (B, h, w)
+            sim = proto_sim if prototype_ready is None else torch.where(prototype_ready, proto_sim, sim)
         key = self.key_scores(images, (h, w)).flatten(1)
         n_key = int(round(self.key_fraction * n))
         key_rank = key.argsort(1, descending=True).argsort(1)

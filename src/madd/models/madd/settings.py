@@ -26,7 +26,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "stage1_ckpt": None,
         "stage1_prefix": None,
         "stage2_ckpt": None,
-        "stage1": {"max_epochs": 5, "lr": None, "coral_weight": 1.0, "augment": "weak", "limit_train_batches": None},
+        "stage1": {"enabled": True, "max_epochs": 5, "lr": None, "coral_weight": 1.0, "augment": "weak", "limit_train_batches": None},
         "stage2": {"max_epochs": 10, "lr": None, "freeze_stages": 3, "augment": "standard",
                    "limit_train_batches": None},
     },

@@ -224,12 +224,17 @@ def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
         log.info("TIM skipped: teacher and students start from the stage-2 network %s", file)
         return {"stage2": {"checkpoint": str(file), "trained": False}}
     summary: dict = {}
-    if cfg["stage1_ckpt"]:
+    s1 = cfg["stage1"]
+    if not s1["enabled"] and not cfg["stage1_ckpt"]:
+        # the pretrained (ImageNet) backbone goes straight to stage 2: source pre-training on a small source set
+        # can overwrite features that already transfer (README, section "MADD", pretrained presets)
+        state, head_fits, prefix_map = madd.student_a.state_dict(), False, {"backbone.": "backbone."}
+        summary["stage1"] = {"checkpoint": None, "trained": False}
+    elif cfg["stage1_ckpt"]:
         state, head_fits = _stage1_checkpoint(cfg["stage1_ckpt"], madd.class_names)
         summary["stage1"] = {"checkpoint": str(cfg["stage1_ckpt"]), "trained": False}
         prefix_map = {cfg["stage1_prefix"]: "backbone."} if cfg["stage1_prefix"] is not None else None
     else:
-        s1 = cfg["stage1"]
         opt, sched = _stage_factories(madd, s1["max_epochs"], s1["lr"])
         stage1 = SourcePretraining(copy.deepcopy(madd.student_a.backbone), madd.num_classes, s1["coral_weight"],
                                    s1["augment"], madd.class_names, madd.normal_index, opt, sched,

@@ -31,6 +31,7 @@ from torch import nn
 
 from madd.errors import MaddConfigError
 from madd.models.backbones import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from madd.utils.optional import require
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,7 @@ def available_encoders() -> list[str]:
 
 def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
+        load_file = require("safetensors.torch", "safetensors", f"model.encoder_weights={path}").load_file
         return load_file(str(path), device="cpu")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -76,12 +76,11 @@ def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
 
 def _hub_file(encoder_name: str, weights: str, filename: str) -> Path:
     """A file of smp's Hub weights from the local Hugging Face cache only (never the network)."""
-    from huggingface_hub import hf_hub_download
-
+    hub = require("huggingface_hub", "huggingface_hub", f"model.encoder_weights={weights}")
     settings = SMP_ENCODERS[encoder_name]["pretrained_settings"][weights]
     try:
-        return Path(hf_hub_download(settings["repo_id"], filename=filename, revision=settings["revision"],
-                                    local_files_only=True))
+        return Path(hub.hf_hub_download(settings["repo_id"], filename=filename, revision=settings["revision"],
+                                        local_files_only=True))
     except Exception:  # LocalEntryNotFoundError and friends: the file is not cached
         from huggingface_hub import constants
 
@@ -112,8 +111,7 @@ def resolve_encoder_weights(encoder_name: str, weights: str) -> tuple[dict[str, 
             f"model.encoder_weights={weights!r} is not a weight of {encoder_name}; choose from {options}, "
             "a weight file path, or null"
         )
-    from safetensors.torch import load_file
-
+    load_file = require("safetensors.torch", "safetensors", f"model.encoder_weights={weights}").load_file
     state = load_file(str(_hub_file(encoder_name, weights, "model.safetensors")), device="cpu")
     config = json.loads(_hub_file(encoder_name, weights, "config.json").read_text())
     return state, config
