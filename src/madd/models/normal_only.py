@@ -104,6 +104,12 @@ class NormalOnlyModule(DefectModule):
     def deploy_network(self) -> CalibratedDetector:
         return self.detector
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.trainer.world_size > 1:  # every rank would fit its own bank and calibrate on its own val shard
+            raise MaddConfigError(f"{type(self).__name__} runs on one device (fitting is one pass, nothing to "
+                                  "distribute); use trainer=cpu or trainer=gpu, not trainer=ddp*")
+
     # ----------------------------------------------------------------- fitting
     def fit_normal(self) -> None:
         """Learn from every normal image of ``fit_splits`` (evaluation loaders: ordered, none dropped)."""
