@@ -159,3 +159,17 @@ def test_pixel_auroc_absent_without_defect_pixels_and_reset():
     pm.reset()
     pm.update(torch.tensor([[[[0.9, 0.1]]]]), torch.tensor([[[[1.0, 0.0]]]]))
     assert math.isclose(pm.compute()["pixel_auroc"], 1.0)
+
+
+def test_image_auroc_and_dr_at_far_by_hand():
+    # defect score 1 - p(good): normal images .3 .7 .5, defective .8 .4 .9
+    out = _metrics()
+    # pairs (defect > normal): .8 beats 3, .4 beats 1 (.3), .9 beats 3 -> 7 of 9
+    assert out["image_auroc"] == pytest.approx(7 / 9)
+    # FAR <= 5 %: no normal above the threshold -> threshold above .7 catches .8 and .9 -> 2/3
+    assert out["DR_at_FAR"] == pytest.approx(2 / 3)
+    # FAR <= 2/3 allows the normals .7 and .5 above: threshold .4 catches all three defects
+    m = DefectMetrics(3, 0, target_far=0.67)
+    m.update(PROBS, TARGET)
+    assert m.compute()["DR_at_FAR"] == pytest.approx(1.0)
+    assert "image_auroc" not in _metrics(normal_index=None)

@@ -52,10 +52,13 @@ class DeployModel(nn.Module):
         self.has_map = has_map
 
     def forward(self, image: torch.Tensor):
-        probs = self.module(image).softmax(1)
-        if self.has_map:
-            return probs, self.module.anomaly_map(image).clamp(0, 1)
-        return probs
+        if not self.has_map:
+            return self.module(image).softmax(1)
+        if hasattr(self.module, "eval_outputs"):  # logits and map from one pass (DefectModule's contract)
+            logits, amap = self.module.eval_outputs(image)
+        else:
+            logits, amap = self.module(image), self.module.anomaly_map(image)
+        return logits.softmax(1), amap.clamp(0, 1)
 
 
 def input_shape(config: dict) -> tuple[int, int, int]:

@@ -1,7 +1,8 @@
 """Shared evaluation, optimisation and checkpoint plumbing for every image-level method.
 
 Subclasses implement ``forward(images) -> logits`` and ``training_step``; they may override
-``anomaly_map(images) -> (B, 1, H, W)`` in [0, 1] to get pixel metrics and box-level localisation.
+``anomaly_map(images) -> (B, 1, H, W)`` in [0, 1] to get pixel metrics and box-level localisation, and
+``eval_outputs(images) -> (logits, map or None)`` when both come out of one pass.
 Metrics are logged as ``val/<name>`` and ``test/<name>``; see :mod:`madd.metrics`.
 """
 
@@ -25,6 +26,7 @@ class DefectModule(L.LightningModule):
         optimizer: a partial optimizer (Hydra ``_partial_: true``) taking ``params``.
         scheduler: optional partial LR scheduler taking ``optimizer``; stepped per epoch.
         pixel_threshold: threshold on the anomaly map for per-image F1/IoU and boxes.
+        target_far: the false-alarm rate at which ``DR_at_FAR`` reads the ROC (:class:`DefectMetrics`).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class DefectModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         pixel_threshold: float = 0.5,
+        target_far: float = 0.05,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -44,8 +47,8 @@ class DefectModule(L.LightningModule):
         self.normal_index = normal_index
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler or None  # `model/scheduler=none` composes to an empty dict
-        self.val_metrics = DefectMetrics(num_classes, normal_index)
-        self.test_metrics = DefectMetrics(num_classes, normal_index)
+        self.val_metrics = DefectMetrics(num_classes, normal_index, target_far)
+        self.test_metrics = DefectMetrics(num_classes, normal_index, target_far)
         self.val_pixel = PixelMetrics(pixel_threshold)
         self.test_pixel = PixelMetrics(pixel_threshold)
         self.pixel_threshold = pixel_threshold
@@ -64,15 +67,18 @@ class DefectModule(L.LightningModule):
     def anomaly_map(self, images: torch.Tensor) -> torch.Tensor | None:
         return None
 
+    def eval_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and anomaly map of a batch (two calls by default; one pass where a model overrides it)."""
+        return self(images), self.anomaly_map(images)
+
     # ----------------------------------------------------------------- evaluation
     def _eval_step(self, batch: dict, stage: str) -> None:
         images, target = batch["image"], batch["label"]
-        logits = self(images)
+        logits, amap = self.eval_outputs(images)
         probs = logits.softmax(1)
         self.log(f"{stage}/loss", F.cross_entropy(logits, target), batch_size=len(target), sync_dist=True)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(probs, target)
-        amap = self.anomaly_map(images)
         if amap is not None and batch["has_mask"].any():
             keep = batch["has_mask"]
             (self.val_pixel if stage == "val" else self.test_pixel).update(amap[keep], batch["mask"][keep])
@@ -112,9 +118,9 @@ class DefectModule(L.LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
-        probs = self(batch["image"]).softmax(1)
+        logits, amap = self.eval_outputs(batch["image"])
+        probs = logits.softmax(1)
         out = {"probs": probs, "pred": probs.argmax(1)}
-        amap = self.anomaly_map(batch["image"])
         if amap is not None:
             out["anomaly_map"] = amap
         return out

@@ -25,7 +25,7 @@ from madd.errors import MaddConfigError
 
 LOWER_IS_BETTER = ("loss", "FAR", "DAT_s")
 PERCENT_LEAVES = {"mAP", "accuracy", "f1", "auroc", "DR", "FAR", "specificity", "DR_small", "DR_rare", "pixel_f1",
-                  "pixel_iou", "pixel_auroc"}
+                  "pixel_iou", "pixel_auroc", "image_auroc", "DR_at_FAR"}
 IGNORED_KEYS = ("hydra.", "paths.", "logger", "callbacks.rich_progress_bar")
 
 
