@@ -133,4 +133,4 @@ def test_cli_reports_bad_input_with_status_2(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "export.py", f"ckpt={tmp_path / 'nope.ckpt'}", f"paths.log_dir={tmp_path}"],
                           cwd=REPO, env=env, capture_output=True, text=True)
-    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    assert proc.returncode == 2 and "does not point to a file" in proc.stderr and "ckpt=" in proc.stderr

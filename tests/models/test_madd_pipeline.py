@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from conftest import TINY_DATA, TINY_SOURCE, compose_config
+from hydra.utils import instantiate
 from madd.models.backbones import Backbone
 from madd.deploy.cost import record_cost
 from madd.errors import MaddConfigError
 from madd.models.madd.evaluate_tim import evaluate_tim_stage
+from madd.models.madd.tim import run_tim
+from madd.pipeline import build_trainer
 from madd.models.madd.tim import STAGE1, STAGE2, SourcePretraining, best_stage2_checkpoint, load_stage2_network
 from madd.pipeline import build_trainer, train
 from madd.utils.instantiate import instantiate_clear as instantiate
@@ -35,8 +38,8 @@ def _cfg(tmp_path, data_dir, *extra):
 
 
 def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
-    cfg = _cfg(tmp_path, data_dir, "trainer.max_epochs=1", "model.tim.stage1.max_epochs=1",
-               "model.tim.stage2.max_epochs=1", "model.tim.stage2.freeze_stages=3")
+    cfg = _cfg(tmp_path, data_dir, "trainer.max_epochs=1", "model.tim.stage1.enabled=true",
+               "model.tim.stage1.max_epochs=1", "model.tim.stage2.max_epochs=1", "model.tim.stage2.freeze_stages=3")
     metrics = train(cfg)
     for key in ("test/mAP", "test/DR", "test/FAR", "test/f1", "test/pixel_auroc", "test/pixel_f1", "test/box_mAP50"):
         assert key in metrics and math.isfinite(metrics[key]), key
@@ -86,6 +89,18 @@ def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
                 "train/weight/alpha", "train/weight/eta", "train/bank_fill/good", "train/bank_fill/edge_burn",
                 "train/mask_ratio", "val/mAP", "val/pixel_auroc"):
         assert any(c == key or c.startswith(key + "_") for c in logged), key
+
+
+def test_stage1_off_sends_the_pretrained_backbone_straight_to_stage2(tmp_path, data_dir):
+    cfg = _cfg(tmp_path, data_dir, "model.tim.stage1.enabled=false", "model.tim.stage2.max_epochs=1")
+    model = instantiate(cfg.model, _convert_="partial")
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.train_splits = list(model.train_splits())
+    trainer_for = lambda stage, **kw: build_trainer(cfg, stage=stage, **kw)  # noqa: E731
+    summary = run_tim(model, dm, trainer_for)
+    assert summary["stage1"] == {"checkpoint": None, "trained": False}
+    assert summary["transfer"]["mismatched"] == 0 and summary["transfer"]["missing"] == 0
+    assert not (tmp_path / "out" / "tim_stage1_source").exists() and (tmp_path / "out" / "tim_stage2_target").exists()
 
 
 def test_stage1_checkpoint_skips_stage1_and_keeps_head_only_for_same_classes(tmp_path, data_dir):
