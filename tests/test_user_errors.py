@@ -318,7 +318,8 @@ def test_multirun_releases_each_jobs_memory(tmp_path, data_dir, monkeypatch):
 
 def test_sweep_preflight_lists_jobs_that_cannot_run(tmp_path, data_dir, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weight files
-    argv = ["-m", *FAST, "model.backbone.weights=null,IMAGENET1K_V1", "data.batch_size=4,0",
+    argv = ["-m", *FAST, "model/backbone=resnet18", "model.backbone.weights=null,IMAGENET1K_V1",
+            "data.batch_size=4,0",
             f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={tmp_path / 's'}"]
     with pytest.raises(SystemExit) as exit_:
         run_train_main(argv, monkeypatch)

@@ -200,8 +200,9 @@ def build_network(name: str, weights: str | None) -> nn.Module:
     elif weights:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise MaddConfigError(f"model.backbone.weights={weights}: no such file; for a timm backbone give a .pth "
-                                  "path, 'package', 'timm' (local hub cache) or null")
+            raise MaddConfigError(f"model.backbone.weights={weights}: no such file, and {name} is a timm backbone (torch"
+                                  "vision weight names such as IMAGENET1K_V1 are for torchvision's); give a .pth path, "
+                                  "package, timm (timm's local hub cache) or null")
         net.load_state_dict(match_state(net, _read_state(path), str(path)))
     return net
 
