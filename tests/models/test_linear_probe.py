@@ -51,3 +51,23 @@ def test_backbone_stays_frozen_and_end_to_end(tmp_path, data_dir):
     assert head.abs().sum() > 0  # the checkpoint holds the fitted head, not the zero initialisation
     module = LinearProbe(Backbone("tf_efficientnet_lite0", "package", freeze_bn=True), 5)
     assert not any(p.requires_grad for p in module.net.backbone.parameters())
+
+
+def test_lp_ft_head_starts_at_the_probe_of_the_labelled_images():
+    from madd.models.classifier import ImageClassifier
+    from madd.models.linear_probe.torch_model import probe_features, probe_init_head
+
+    torch.manual_seed(0)
+    net = ImageClassifier(Backbone("resnet18"), 3, zero_init_head=True).train()
+    loader = [{"image": torch.rand(4, 3, 32, 32), "label": torch.tensor([0, 1, 2, 1])} for _ in range(3)]
+    probe_init_head(net, loader, 3, c=1.0, class_weight=None)
+    assert net.training  # back in the mode it was in
+    features, labels = probe_features(net, loader)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(features, labels)
+    with torch.no_grad():
+        probs = net.eval()(torch.cat([b["image"] for b in loader])).softmax(1).numpy()
+    np.testing.assert_allclose(probs, reference.predict_proba(features), atol=1e-4)
+    from madd.models.supervised import SupervisedClassifier
+
+    with pytest.raises(MaddConfigError, match="model.head_init"):
+        SupervisedClassifier(Backbone("resnet18"), 3, head_init="random")

@@ -35,3 +35,26 @@ def fit_logistic_head(head: nn.Linear, features: np.ndarray, labels: np.ndarray,
         head.weight.copy_(torch.from_numpy(weight))
         head.bias.copy_(torch.from_numpy(full_bias))
     return reg
+
+
+@torch.no_grad()
+def probe_features(net: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
+    """``net.features`` (pooled backbone features) and labels of every batch of ``loader``, in evaluation mode."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    feats, labels = [], []
+    for batch in loader:
+        feats.append(net.features(batch["image"].to(device)).double().cpu())
+        labels.append(batch["label"])
+    net.train(was_training)
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy().astype(np.int64)
+
+
+def probe_init_head(net: nn.Module, loader, num_classes: int, c: float = 1.0,
+                    class_weight: str | None = "balanced") -> None:
+    """LP-FT (Kumar et al., ICLR 2022, "Fine-Tuning can Distort Pretrained Features"): before fine-tuning, fit the
+    linear probe on the frozen features of the labelled images and start the head there, so the first gradients
+    that reach the backbone come from a head that already separates the classes, not from a zero or random one."""
+    features, labels = probe_features(net, loader)
+    fit_logistic_head(net.head, features, labels, num_classes, c, class_weight)

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from madd.data.augment import build_augmentation
+from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone
 from madd.models.base import DefectModule
 from madd.models.class_weights import ClassWeights
 from madd.models.classifier import ImageClassifier
+from madd.models.linear_probe.torch_model import probe_init_head
 
 
 class SupervisedClassifier(DefectModule):
@@ -23,6 +25,8 @@ class SupervisedClassifier(DefectModule):
         augment: kornia preset applied to training batches.
         label_smoothing, dropout: the usual regularisers.
         head: ``model/head`` (:class:`~madd.models.classifier.ImageClassifier`'s ``pool_stages``, ``zero_init_head``).
+        head_init: ``zero`` (the head as ``model/head`` makes it) or ``probe``: fit the linear probe on the frozen
+            features of the labelled images first and fine-tune from there (LP-FT).
         class_weights: per-class weights of the cross-entropy: ``None`` (all 1), ``"balanced"`` (scikit-learn's
             ``n_samples / (n_classes * count_c)`` over the labelled images of ``train_split``, computed when
             fitting starts; a normal-dominant label budget otherwise teaches the model to answer "good"), or an
@@ -44,6 +48,7 @@ class SupervisedClassifier(DefectModule):
         pixel_threshold: float = 0.5,
         class_weights: str | Sequence[float] | None = None,
         head: Mapping | None = None,
+        head_init: str = "zero",
     ) -> None:
         super().__init__(num_classes, class_names, normal_index, optimizer, scheduler, pixel_threshold)
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
@@ -52,6 +57,16 @@ class SupervisedClassifier(DefectModule):
         self.train_split = train_split
         self.label_smoothing = label_smoothing
         self.ce_weights = ClassWeights(class_weights, num_classes, train_split)
+        if head_init not in ("zero", "probe"):
+            raise MaddConfigError(f"model.head_init={head_init!r}: choose zero (model.head) or probe (LP-FT)")
+        self.head_init = head_init
+
+    def on_fit_start(self) -> None:
+        """``head_init=probe``: the head starts from the linear probe of the labelled images (LP-FT); a resumed run
+        keeps its checkpoint's head."""
+        if self.head_init == "probe" and self.trainer.global_step == 0:
+            loader = self.trainer.datamodule.split_loader(self.train_split)
+            probe_init_head(self.net, loader, self.num_classes, class_weight="balanced")
 
     def train_splits(self) -> list[str]:
         """The one split it learns from (``source`` for source pre-training): the data module loads just that."""
