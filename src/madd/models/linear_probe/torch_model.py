@@ -11,14 +11,19 @@ from torch import nn
 
 
 def fit_logistic_head(head: nn.Linear, features: np.ndarray, labels: np.ndarray, num_classes: int, c: float = 1.0,
-                      class_weight: str | None = None, max_iter: int = 2000) -> LogisticRegression:
+                      class_weight: str | None = None, max_iter: int = 2000,
+                      standardize: bool = True) -> LogisticRegression:
     """Fit ``StandardScaler -> LogisticRegression(C=c)`` (scikit-learn, L-BFGS, multinomial) and write it into ``head``.
+
+    ``standardize=False`` fits on the raw features (no scaler): the head a fine-tuning run can start from, since
+    dividing by the spread of features that barely vary over a few images gives weights that explode as soon as
+    fine-tuning moves those features (measured: LP-FT on X-SDD fell to 33 % mAP with the standardised head).
 
     With ``z = (f - mu) / sigma`` and the regression's ``W z + b``, the head computes
     ``(W / sigma) f + (b - W mu / sigma)``: the same logits, so the probe exports and evaluates like any network.
     Classes absent from ``labels`` get logit ``-inf``-like bias (-1e4), so they are never predicted.
     """
-    scaler = StandardScaler().fit(features)
+    scaler = StandardScaler(with_mean=standardize, with_std=standardize).fit(features)
     present = np.unique(labels)
     if len(present) < 2:
         raise ValueError(f"the linear probe needs labels of at least two classes, got only {present.tolist()}")
@@ -28,9 +33,9 @@ def fit_logistic_head(head: nn.Linear, features: np.ndarray, labels: np.ndarray,
     bias = reg.intercept_ if len(present) > 2 else np.array([-reg.intercept_[0] / 2, reg.intercept_[0] / 2])
     weight = np.zeros((num_classes, features.shape[1]))
     full_bias = np.full(num_classes, -1e4)
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0) if standardize else np.ones(features.shape[1])
     weight[present] = coef / scale
-    full_bias[present] = bias - (coef / scale) @ scaler.mean_
+    full_bias[present] = bias - ((coef / scale) @ scaler.mean_ if standardize else 0.0)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(weight))
         head.bias.copy_(torch.from_numpy(full_bias))
@@ -57,4 +62,4 @@ def probe_init_head(net: nn.Module, loader, num_classes: int, c: float = 1.0,
     linear probe on the frozen features of the labelled images and start the head there, so the first gradients
     that reach the backbone come from a head that already separates the classes, not from a zero or random one."""
     features, labels = probe_features(net, loader)
-    fit_logistic_head(net.head, features, labels, num_classes, c, class_weight)
+    fit_logistic_head(net.head, features, labels, num_classes, c, class_weight, standardize=False)
