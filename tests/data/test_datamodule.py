@@ -358,9 +358,9 @@ def test_real_x_sdd_loads_from_its_config(tmp_path, data_dir):
 @requires_shared_data
 def test_real_kolektorsdd_loads_from_its_config(tmp_path, data_dir):
     dm = _real("kolektorsdd", tmp_path, data_dir)
-    _check_real(dm, total=399, labelled=2 * 10)
+    _check_real(dm, total=399, labelled=2 * 20)  # conf/data/kolektorsdd.yaml: 20 labels per class
     assert sum(dm.summary()[s]["defect"] for s in TARGET_SPLITS) == 52
     ds = dm.datasets["test"]
     defect = next(i for i, r in enumerate(ds.records) if r.label == 1)
     s = ds[defect]
-    assert s["image"].shape == (3, 256, 96) and s["has_mask"] and s["mask"].any()  # polygons rasterised
+    assert s["image"].shape == (3, 512, 224) and s["has_mask"] and s["mask"].any()  # polygons rasterised

@@ -73,8 +73,9 @@ class DataSchema(Section):
     source_batch_size: PositiveInt | None = Field(None, description="an integer >= 1, or null for data.batch_size")
     eval_batch_size: PositiveInt = Field(64, description="images per validation/test batch, an integer >= 1")
     num_workers: NonNegativeInt = Field(0, description="DataLoader worker processes, an integer >= 0")
-    splits: dict[Literal["train", "val", "test"], Fraction] | None = Field(
-        None, description="fractions in [0, 1] of train/val/test, e.g. {train: 0.7, val: 0.1, test: 0.2}")
+    splits: dict[Literal["train", "val", "test"], Fraction] | Literal["predefined"] | None = Field(
+        None, description="fractions in [0, 1] of train/val/test, e.g. {train: 0.7, val: 0.1, test: 0.2}, or "
+                          "predefined (the dataset's own split folders)")
     label_budget: LabelBudget | None = Field(None, description="{per_class: n} or {total: n} or both null")
     num_folds: PositiveInt = Field(1, description="an integer >= 1 (1: no cross-validation)")
     fold: NonNegativeInt = Field(0, description="an integer in [0, data.num_folds)")
@@ -85,7 +86,7 @@ class DataSchema(Section):
         if self.fold >= self.num_folds:
             raise ValueError(f"data.fold={self.fold} must be < data.num_folds={self.num_folds} "
                              f"(folds are numbered 0..{self.num_folds - 1})")
-        if self.splits and sum(self.splits.values()) > 1.0 + 1e-6:
+        if isinstance(self.splits, dict) and sum(self.splits.values()) > 1.0 + 1e-6:
             raise ValueError(f"data.splits {dict(self.splits)} add up to more than 1; make them sum to 1")
         return self
 
