@@ -15,7 +15,7 @@ class PooledFeatures(nn.Module):
 
     The last stage alone (``(3,)``) is the usual classifier input; several stages (``(1, 2, 3)``) keep the
     mid-level texture features that surface defects are made of, which ImageNet's last stage partly discards
-    (the frozen-feature probe in the README measures both)."""
+    (the linear probe reads stages 1-3; the fine-tuned presets read the last stage only)."""
 
     def __init__(self, backbone: Backbone, stages: Sequence[int] = (3,)) -> None:
         super().__init__()
@@ -26,11 +26,19 @@ class PooledFeatures(nn.Module):
         return torch.cat([stage_maps[s].mean((2, 3)) for s in self.stages], 1)
 
 
+def linear_head(dim: int, num_classes: int, zero_init: bool = False) -> nn.Linear:
+    """The classifier head; ``zero_init``: it starts at zero (every class equally likely), so the first fine-tuning
+    steps do not push random gradients through pretrained features (``model.head.zero_init_head``)."""
+    head = nn.Linear(dim, num_classes)
+    if zero_init:
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    return head
+
+
 class ImageClassifier(nn.Module):
     """Used by the supervised baseline, FixMatch, Mean Teacher, the linear probe and as the exported model.
-
-    ``zero_init_head``: the linear head starts at zero (every class equally likely), so the first fine-tuning
-    steps do not push random gradients through pretrained features."""
+    ``pool_stages``/``zero_init_head``: :class:`PooledFeatures` and :func:`linear_head` (``model/head``)."""
 
     def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0,
                  pool_stages: Sequence[int] = (3,), zero_init_head: bool = False) -> None:
@@ -39,10 +47,7 @@ class ImageClassifier(nn.Module):
         self.backbone = backbone
         self.pool = PooledFeatures(backbone, pool_stages)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.pool.dim, num_classes)
-        if zero_init_head:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        self.head = linear_head(self.pool.dim, num_classes, zero_init_head)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(B, C)`` of raw [0, 1] images."""

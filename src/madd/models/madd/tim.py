@@ -226,8 +226,8 @@ def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
     summary: dict = {}
     s1 = cfg["stage1"]
     if not s1["enabled"] and not cfg["stage1_ckpt"]:
-        # the pretrained (ImageNet) backbone goes straight to stage 2: source pre-training on a small source set
-        # can overwrite features that already transfer (README, section "MADD", pretrained presets)
+        # the pretrained (ImageNet) backbone goes straight to stage 2, without source pre-training (the pretrained
+        # presets' default; stage 1 on against off has not been measured yet: README, section "MADD")
         state, head_fits, prefix_map = madd.student_a.state_dict(), False, {"backbone.": "backbone."}
         summary["stage1"] = {"checkpoint": None, "trained": False}
     elif cfg["stage1_ckpt"]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone, Normalize
-from madd.models.classifier import PooledFeatures
+from madd.models.classifier import PooledFeatures, linear_head
 
 
 class DomainAdaptiveAdapter(nn.Module):
@@ -82,10 +82,7 @@ class MADDNet(nn.Module):
         self.adapter = DomainAdaptiveAdapter(dim, adapter_reduction) if adapter else nn.Identity()
         self.pool = PooledFeatures(backbone, tuple(pool_stages) + (3,))
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.pool.dim, num_classes)
-        if zero_init_head:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        self.head = linear_head(self.pool.dim, num_classes, zero_init_head)
 
     @property
     def feature_dim(self) -> int:
