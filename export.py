@@ -26,4 +26,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from madd.cli import run_hydra
+
+    run_hydra(main)  # a config Hydra cannot compose exits 2, as every bad input

@@ -185,6 +185,35 @@ def test_predict_and_hydra_folders_that_cannot_be_written_are_exit_2(tmp_path):
     assert "hydra.run.dir=" in out.stderr and "paths.log_dir" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("script, args, expected", [
+    ("train.py", ["data.no_such_key=3"], "Could not override 'data.no_such_key'"),
+    ("train.py", ["model=no_such_model"], "Could not find 'model/no_such_model'"),
+    ("train.py", ["trainer.max_epochs=[1,"], "no viable alternative at input"),
+    ("predict.py", ["+model_file=x", "no_such=1"], "Could not override 'no_such'"),
+    ("report.py", ["dir=x", "no_such_key=1"], "Could not override 'no_such_key'"),
+])
+def test_config_hydra_cannot_compose_is_exit_2(script, args, expected, tmp_path):
+    out = _run(script, *args, cwd=tmp_path)  # Hydra fails before it creates any folder
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert expected in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_exit_status_1_after_the_task_started_stays_a_bug(monkeypatch):
+    import madd.cli
+
+    def hydra_reports_a_bug():
+        raise SystemExit(1)
+
+    monkeypatch.setattr(madd.cli, "_task_started", False)
+    with pytest.raises(SystemExit) as exit_:
+        madd.cli.run_hydra(hydra_reports_a_bug)
+    assert exit_.value.code == 2  # nothing ran: Hydra could not compose the config
+    monkeypatch.setattr(madd.cli, "_task_started", True)
+    with pytest.raises(SystemExit) as exit_:
+        madd.cli.run_hydra(hydra_reports_a_bug)
+    assert exit_.value.code == 1
+
+
 def test_hydra_full_error_keeps_the_trace_of_a_user_error(tmp_path, data_dir, monkeypatch, nothing_built):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     cfg = compose_config(["trainer=debug", *TINY, "data.batch_size=0"], tmp_path, data_dir)
@@ -253,6 +282,28 @@ def test_sigint_stops_at_a_safe_point(tmp_path, data_dir):
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] > 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_before_training_is_recorded_as_interrupted(signum, tmp_path, data_dir, capsys):
+    """A signal while data and models are being set up (no Lightning loop yet) still ends with a run record."""
+    cfg = compose_config(["trainer=debug", *TINY], tmp_path, data_dir)
+
+    def setting_up(_):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("the signal was not handled")
+
+    before = signal.getsignal(signum)
+    with pytest.raises(SystemExit) as exit_:
+        run_task(setting_up, cfg)
+    assert exit_.value.code == 128 + signum
+    assert signal.getsignal(signum) is before  # the handler is the caller's again
+    err = capsys.readouterr().err
+    assert f"run interrupted by {signal.Signals(signum).name} outside a training loop" in err
+    assert "no checkpoint was written" in err and "Traceback" not in err
+    record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert record["status"] == "interrupted"
 
 
 def test_report_lists_an_interrupted_job_as_not_completed(tmp_path):

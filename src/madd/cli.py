@@ -6,7 +6,10 @@ what went wrong                            what the user sees                   
 bad input (:class:`MaddConfigError`,       ``madd error: <message naming the key/file and fix>``  2
 ``DataError``, ``TrainingError``)          on stderr, no traceback
 run stopped by SIGTERM / Ctrl-C            where ``last.ckpt`` is and the command that resumes    143 / 130
-(:class:`RunInterrupted`)                  it; ``metrics.json`` says ``interrupted``
+(:class:`RunInterrupted`)                  it; ``metrics.json`` says ``interrupted`` (also when
+                                           the signal came before or between training loops)
+a config Hydra cannot compose (unknown     Hydra's one-line message (no traceback)                2
+key, bad override, missing option)
 anything else (a bug)                      the traceback (Hydra's short form)                     1
 =========================================  =====================================================  ===========
 
@@ -19,7 +22,9 @@ import gc
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -111,6 +116,51 @@ def release_memory() -> None:
             pass
 
 
+_task_started = False  # set by run_task: after that, Hydra's exit status 1 is a bug, not a composition error
+
+
+def run_hydra(main: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` function; exit status 2 when Hydra could not compose the config.
+
+    Hydra reports an unknown key, a bad override or a missing config option in one line and exits with status 1,
+    the status of a bug. Those errors all come before :func:`run_task` is first called, so status 1 from then on
+    is the user's input and becomes 2, the status of every other bad input.
+    """
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _task_started:
+            raise SystemExit(2) from None
+        raise
+
+
+def _interrupt_outside_loops(signum, frame) -> None:
+    """SIGTERM/SIGINT while no Lightning loop handles them (set-up, between stages): stop with a run record.
+
+    During ``fit``/``test`` Lightning composes its own SIGTERM handler with this one and stops at a safe point
+    itself (:class:`madd.callbacks.interrupt.InterruptCheckpoint`), so here only the handler installed last
+    acts: when it is not this function, a loop is running and the signal is left to it.
+    """
+    if signal.getsignal(signum) is _interrupt_outside_loops:
+        raise RunInterrupted(signum, None)
+
+
+class _SignalsToRunInterrupted:
+    """Within the block, SIGTERM and SIGINT outside Lightning's loops raise :class:`RunInterrupted`."""
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            self.previous = {s: signal.signal(s, _interrupt_outside_loops) for s in self.signals}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, schema: type[BaseModel] | None = None) -> Any:
     """Run ``task(cfg)`` and end every failure the way the module docstring says; always close W&B.
 
@@ -123,14 +173,17 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, schema: type[Ba
     trial, see ``max_failure_rate``). An interruption ends the whole sweep. ``wandb.finish()`` runs even on
     failure so multirun jobs do not hang on a crashed run; in a multirun the job's memory is released.
     """
+    global _task_started
+    _task_started = True
     failed = False
     multirun = _in_multirun()
     try:
-        if schema is not None:
-            from madd.utils.config import check_config
+        with _SignalsToRunInterrupted():
+            if schema is not None:
+                from madd.utils.config import check_config
 
-            check_config(cfg, schema)
-        return task(cfg)
+                check_config(cfg, schema)
+            return task(cfg)
     except RunInterrupted as err:
         failed = True
         _report_interrupted(cfg, err)

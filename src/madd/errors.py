@@ -31,12 +31,14 @@ class RunInterrupted(Exception):
     Args:
         signum: the signal (``signal.SIGTERM`` or ``signal.SIGINT``).
         checkpoint: the ``last.ckpt`` written on the way out (``None`` when none could be written).
-        epoch, step: where training stopped.
+        epoch, step: where training stopped; ``None`` when the signal came outside a Lightning loop (while data,
+            models or a method's stages were being set up, or between stages).
     """
 
-    def __init__(self, signum: int, checkpoint: str | None, epoch: int, step: int) -> None:
-        self.signum, self.checkpoint, self.epoch, self.step = int(signum), checkpoint, int(epoch), int(step)
-        super().__init__(f"training interrupted by {self.signal_name} at epoch {epoch}, step {step}")
+    def __init__(self, signum: int, checkpoint: str | None, epoch: int | None = None, step: int | None = None) -> None:
+        self.signum, self.checkpoint, self.epoch, self.step = int(signum), checkpoint, epoch, step
+        super().__init__(f"run interrupted by {self.signal_name} outside a training loop" if epoch is None
+                         else f"training interrupted by {self.signal_name} at epoch {epoch}, step {step}")
 
     @property
     def signal_name(self) -> str:
