@@ -382,3 +382,40 @@ def test_sweep_preflight_lists_jobs_that_cannot_run(tmp_path, data_dir, monkeypa
     assert "jobs #1 (e.g. #1: data.batch_size=4 model.backbone.weights=IMAGENET1K_V1)" in err
     assert "model.backbone.weights=IMAGENET1K_V1 needs" in err  # the weight file, built once per setting
     assert not any(p.is_dir() for p in (tmp_path / "s").glob("[0-9]*"))  # no job started
+
+
+def test_optuna_search_space_is_checked_before_the_first_trial(tmp_path, data_dir, monkeypatch, capsys):
+    """Optuna picks its trials as it goes; the values of its search space that cannot run are named up front."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weight files
+    argv = ["-m", "hparams_search=supervised_optuna", *FAST, "model/backbone=resnet18",
+            "hydra.sweeper.n_trials=2", "model.backbone.weights=null,IMAGENET1K_V1", "data.batch_size=choice(4,0)",
+            f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={tmp_path / 's'}"]
+    with pytest.raises(SystemExit) as exit_:
+        run_train_main(argv, monkeypatch)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    # corners: the first values (weights null, batch 4), then one parameter changed at a time: the preset's
+    # three (lr, weight decay, label smoothing), IMAGENET1K_V1 (no file) and batch 0 (out of range)
+    assert "2 of 6 corners of the search space (trials) cannot run" in err and "Traceback" not in err
+    assert "data.batch_size=0" in err and "model.backbone.weights=IMAGENET1K_V1 needs" in err
+    assert not any(p.is_dir() for p in (tmp_path / "s").glob("[0-9]*"))  # no trial started
+
+
+def test_search_space_jobs_vary_one_parameter_at_a_time():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from madd.hydra_callbacks import search_space_jobs
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", ["hparams_search=supervised_optuna", "+hydra.sweeper.params.a='choice(x,y,z)'",
+                                "+hydra.sweeper.params.b='interval(0.5,2.0)'", "+hydra.sweeper.params.c='int(interval(1,8))'",
+                                "seed=3"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        jobs = search_space_jobs(cfg)
+    fixed = [j for j in jobs[0] if j.split("=")[0] not in ("a", "b", "c")]  # and the preset's lr, wd, smoothing
+    varied = [[j for j in job if j not in fixed] for job in jobs if set(fixed) <= set(job)]
+    assert varied == [
+        ["a=x", "b=0.5", "c=1"], ["a=y", "b=0.5", "c=1"], ["a=z", "b=0.5", "c=1"],
+        ["a=x", "b=2.0", "c=1"], ["a=x", "b=0.5", "c=8"]]
+    assert "seed=3" in fixed

@@ -9,8 +9,9 @@
   distinct config node that names pretrained weights (``weights``, ``encoder_weights``) so a missing weight file
   shows up now, for all jobs, not one job at a time hours later. The jobs that cannot run are listed with the
   reason; ``on_error: fail`` (default) stops the sweep before it starts (exit status 2), ``warn`` runs it anyway.
-  Sweepers that choose jobs as they go (Optuna) are not checked up front: their jobs fail one by one, each
-  recorded (``status: failed``) with the same message.
+  A sweeper that chooses its jobs as it goes (Optuna) cannot be listed up front; its search space is checked
+  instead (:func:`search_space_jobs`: every categorical value and both ends of every range, one parameter
+  varied at a time), so a value that cannot run is named before the first trial, not found by a failed one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from madd.errors import MaddConfigError
 log = logging.getLogger("madd")
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 WEIGHT_KEYS = ("weights", "encoder_weights")
 
 
@@ -70,6 +72,44 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), None)
     return [list(job) for batch in batches for job in batch]
+
+
+def _sweep_values(override) -> list[str]:
+    """The values of one search-space override worth checking: all choices, the ends of a range or interval."""
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    sweep = override.value()
+    if isinstance(sweep, ChoiceSweep):
+        return list(override.sweep_string_iterator())
+    if isinstance(sweep, RangeSweep):
+        values = list(override.sweep_string_iterator())
+        return values[:1] + values[-1:] if len(values) > 1 else values
+    if isinstance(sweep, IntervalSweep):  # int(interval(a, b)) has int ends
+        return [str(sweep.start), str(sweep.end)]
+    return [override.get_value_element_as_str()]
+
+
+def search_space_jobs(config: DictConfig) -> list[list[str]]:
+    """Jobs covering an Optuna search space (``hydra.sweeper.params`` and sweeps on the command line).
+
+    The first job takes every parameter's first value; each further job changes one parameter to one of its
+    other values (every choice, both ends of a range or interval), so ``1 + sum(n_i - 1)`` jobs, not the product.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or {})
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(OmegaConf.to_container(config.hydra.overrides.task))
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    overrides = parser.parse_overrides(arguments)
+    keys = [o.get_key_element() for o in overrides]
+    values = [_sweep_values(o) if o.is_sweep_override() else [o.get_value_element_as_str()] for o in overrides]
+    first = [f"{k}={v[0]}" for k, v in zip(keys, values)]
+    jobs = [first]
+    for i, (key, options) in enumerate(zip(keys, values)):
+        for value in options[1:]:
+            jobs.append(first[:i] + [f"{key}={value}"] + first[i + 1:])
+    return jobs
 
 
 def weight_nodes(node: Any, path: str = "") -> list[tuple[str, dict]]:
@@ -114,21 +154,24 @@ class SweepPreflight(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_hydra_folder(config, "sweep")
-        if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+        sweeper = OmegaConf.select(config, "hydra.sweeper._target_")
+        list_jobs = {BASIC_SWEEPER: sweep_jobs, OPTUNA_SWEEPER: search_space_jobs}.get(sweeper)
+        if list_jobs is None:
             return
         try:
-            jobs = sweep_jobs(config)
+            jobs = list_jobs(config)
         except Exception as err:  # noqa: BLE001 - Hydra's sweeper reports its own parse errors next
             log.warning("pre-flight check skipped: %s", err)
             return
         problems = self.check(config, jobs)
+        what = "sweep jobs" if sweeper == BASIC_SWEEPER else "corners of the search space (trials)"
         if not problems:
-            log.info("pre-flight: all %d jobs of the sweep pass the config checks", len(jobs))
+            log.info("pre-flight: all %d %s pass the config checks", len(jobs), what)
             return
         by_reason: dict[str, list[int]] = {}
         for idx, reason in problems.items():
             by_reason.setdefault(reason, []).append(idx)
-        lines = [f"{len(problems)} of {len(jobs)} sweep jobs cannot run:"]
+        lines = [f"{len(problems)} of {len(jobs)} {what} cannot run:"]
         swept = [i for i in range(len(jobs[0])) if len({tuple(j)[i] for j in jobs}) > 1]
         for reason, idxs in by_reason.items():
             example = " ".join(jobs[idxs[0]][i] for i in swept)
