@@ -143,8 +143,26 @@ def fit_pruned_shapes(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
             ) from exc
 
 
+PIXEL_THRESHOLD_KEY = "madd_pixel_threshold"
+
+
+def store_pixel_threshold(path: str | os.PathLike, value: float, rule: str) -> None:
+    """Write the anomaly-map threshold chosen after training into checkpoint ``path`` (atomically).
+
+    :func:`load_module` then gives the module that threshold, so ``predict.py`` and ``export.py`` use the value
+    that was tested, not the configured ``model.pixel_threshold``.
+    """
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    ckpt[PIXEL_THRESHOLD_KEY] = {"value": float(value), "rule": str(rule)}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
 def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The ``DefectModule`` saved in ``path`` (pruned or not), in eval mode, with ``run_config`` restored."""
+    """The ``DefectModule`` saved in ``path`` (pruned or not), in eval mode, with ``run_config`` restored
+    (and the anomaly-map threshold :func:`store_pixel_threshold` wrote, if any)."""
     ckpt = read_checkpoint(path)
     config = ckpt.get("madd_config")
     if not config:
@@ -161,6 +179,8 @@ def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu
             f"unexpected {list(unexpected)[:8]}"
         )
     module.run_config = dict(config)
+    if PIXEL_THRESHOLD_KEY in ckpt:
+        module.pixel_threshold = float(ckpt[PIXEL_THRESHOLD_KEY]["value"])
     return module.to(map_location).eval()
 
 

@@ -8,6 +8,8 @@ features where anomalib is installed (``pip install anomalib==2.7.0``, in the de
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -331,3 +333,9 @@ def test_map_threshold_callback_sets_any_models_map_threshold_on_validation(tmp_
     normal_maxima = batch["image"].mean(1).flatten(1).amax(1)[batch["label"] == 0].double().numpy()
     expected = np.quantile(normal_maxima, 0.95, method="inverted_cdf")  # at most 5 % of good images above
     assert metrics["test/pixel_threshold"] == pytest.approx(expected, rel=1e-6)
+    # the tested checkpoint keeps it: predict/export use the tested threshold, not model.pixel_threshold
+    from madd.checkpoint import load_module
+
+    tested = [p for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    assert len(tested) == 1 and cfg.model.pixel_threshold != pytest.approx(expected)
+    assert load_module(tested[0]).pixel_threshold == pytest.approx(expected, rel=1e-6)
