@@ -410,8 +410,8 @@ def test_search_space_jobs_vary_one_parameter_at_a_time():
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", ["hparams_search=supervised_optuna", "+hydra.sweeper.params.a='choice(x,y,z)'",
-                                "+hydra.sweeper.params.b='interval(0.5,2.0)'", "+hydra.sweeper.params.c='int(interval(1,8))'",
-                                "seed=3"], return_hydra_config=True)
+                                "+hydra.sweeper.params.b='interval(0.5,2.0)'",
+                                "+hydra.sweeper.params.c='int(interval(1,8))'", "seed=3"], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         jobs = search_space_jobs(cfg)
     fixed = [j for j in jobs[0] if j.split("=")[0] not in ("a", "b", "c")]  # and the preset's lr, wd, smoothing

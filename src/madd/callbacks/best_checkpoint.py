@@ -39,7 +39,8 @@ class ResumableModelCheckpoint(ModelCheckpoint):
             copies[path] = str(target)
         if not copies:  # the old files are gone: Lightning's own restore (best_model_path only)
             return super().load_state_dict(state_dict)
-        log.info("resumed from another run folder: its best checkpoints %s copied into %s", sorted(copies), self.dirpath)
+        log.info("resumed from another run folder: its best checkpoints %s copied into %s", sorted(copies),
+                 self.dirpath)
         moved = dict(state_dict)
         moved["dirpath"] = self.dirpath
         moved["best_k_models"] = {copies[p]: s for p, s in state_dict["best_k_models"].items() if p in copies}
