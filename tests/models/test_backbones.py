@@ -113,6 +113,38 @@ def test_frozen_batchnorm_keeps_the_pretrained_statistics_while_training():
                            before[0])
 
 
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "resnet18"])
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(name):
+    torch.manual_seed(0)
+    plain = Backbone(name, "package" if name.startswith("tf_") else None, freeze_bn=True).train()
+    ckpt = Backbone(name, "package" if name.startswith("tf_") else None, freeze_bn=True,
+                    grad_checkpointing=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    grads = []
+    for net in (plain, ckpt):
+        net.zero_grad()
+        outs = net.forward_stages(x)
+        sum(o.square().mean() for o in outs).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ckpt(x), plain(x))
+    # fewer tensors kept for the backward pass: count what autograd saves
+    saved = []
+    for net in (plain, ckpt):
+        count = [0]
+
+        def pack(t, count=count):
+            count[0] += t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            net.forward_stages(x)
+        saved.append(count[0])
+    assert saved[1] < 0.5 * saved[0], saved
+
+
 @requires_shared_data
 def test_pretrained_features_separate_two_real_classes_far_better_than_random_ones():
     """X-SDD's red iron vs slag inclusion, 12 images each: leave-one-out nearest-centroid accuracy on pooled features."""

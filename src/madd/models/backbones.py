@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 import timm
 import torch
+import torch.utils.checkpoint
 import torchvision
 from timm.models import FeatureListNet
 from torch import nn
@@ -256,10 +257,13 @@ class Backbone(nn.Module):
     pretrained ones and do not move; their affine weights still learn). A handful of labelled images per batch
     otherwise replaces ImageNet's statistics with a few images' (measured in the README: fine-tuning from
     pretrained weights with moving statistics ends below the frozen-feature probe).
+
+    ``grad_checkpointing``: while training, keep only each stage's input and recompute the stage in the backward
+    pass (``torch.utils.checkpoint``): less activation memory for one more forward pass of the backbone per step.
     """
 
     def __init__(self, name: str = "resnet18", weights: str | None = None, freeze_stages: int = 0,
-                 freeze_bn: bool = False) -> None:
+                 freeze_bn: bool = False, grad_checkpointing: bool = False) -> None:
         super().__init__()
         self.name = name
         net = build_network(name, weights)
@@ -274,6 +278,7 @@ class Backbone(nn.Module):
         self.stage_channels = list(channels)
         self.out_channels = self.stage_channels[-1]
         self.freeze_bn = bool(freeze_bn)
+        self.grad_checkpointing = bool(grad_checkpointing)
         self.freeze(freeze_stages)
 
     def freeze(self, num_stages: int) -> None:
@@ -291,19 +296,23 @@ class Backbone(nn.Module):
                     m.eval()
         return self
 
+    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            # keep only the stage's input; recompute its activations in the backward pass (the RNG state is
+            # replayed, so dropout and drop-path give the same result twice)
+            return torch.utils.checkpoint.checkpoint(module, x, use_reentrant=False)
+        return module(x)
+
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
+        x = self._run(self.stem, x)
         outs = []
         for stage in self.stages:
-            x = stage(x)
+            x = self._run(stage, x)
             outs.append(x)
         return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
+        return self.forward_stages(x)[-1]
 
 
 class Normalize(nn.Module):
