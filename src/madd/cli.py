@@ -123,8 +123,8 @@ def run_hydra(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function; exit status 2 when Hydra could not compose the config.
 
     Hydra reports an unknown key, a bad override or a missing config option in one line and exits with status 1,
-    the status of a bug. Those errors all come before :func:`run_task` is first called, so status 1 from then on
-    is the user's input and becomes 2, the status of every other bad input.
+    the status of a bug. Those errors all come before :func:`run_task` is first called: status 1 before that is
+    the user's input and becomes 2, the status of every other bad input; status 1 after that is a bug's and stays.
     """
     try:
         main()
