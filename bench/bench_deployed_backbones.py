@@ -6,7 +6,8 @@
 
 1. builds MADD twice from the presets, composed as ``train.py`` composes them (``experiment=madd_awdd
    data.image_size=<size>``): ``model/backbone=efficientnet_lite0`` (ImageNet weights from the registry package)
-   and ``model/backbone=resnet18 model.backbone.weights=null`` (today's ResNet-18 MADD);
+   and ``model/backbone=resnet18 model.backbone.weights=null model.rcsm.decoder_widths=[128,64,32]`` (the
+   ResNet-18 MADD as the issue measured it);
 2. measures each deployed graph, :func:`madd.deploy.export.deploy_model` (what ``export.py`` writes and
    :mod:`madd.deploy.cost` measures: student A + adapter + head -> class probabilities, and the RCSM mask ->
    student A up to ``rcsm.decoder_stage`` -> reconstruction decoder -> anomaly map): parameters of the modules that
@@ -45,7 +46,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 BACKBONES = {  # name -> the overrides of the preset that select it
     "EfficientNet-Lite0": ["model/backbone=efficientnet_lite0"],
-    "ResNet-18": ["model/backbone=resnet18", "model.backbone.weights=null"],
+    # the reference is the ResNet-18 MADD the issue measured: its decoder widths then, whatever the preset's now
+    "ResNet-18": ["model/backbone=resnet18", "model.backbone.weights=null", "model.rcsm.decoder_widths=[128,64,32]"],
 }
 REFERENCE = "ResNet-18"
 TARGET_PARAMS, TARGET_GFLOPS, TARGET_SPEEDUP, TARGET_TRAIN_GB = 6e6, 1.5, 2.0, 4.0
