@@ -85,9 +85,9 @@ def test_decoder_has_3_transposed_convs_1_conv_and_returns_input_size(stride, fe
 
 
 def test_decoder_widths_are_configurable_and_checked():
-    narrow = ReconstructionDecoder(112, 16, widths=(32, 16, 8))
-    assert [m.out_channels for m in narrow.modules() if isinstance(m, torch.nn.ConvTranspose2d)] == [32, 16, 8]
-    assert narrow(torch.randn(1, 112, 4, 4), (64, 64)).shape == (1, 3, 64, 64)
+    wide = ReconstructionDecoder(112, 16, widths=(128, 64, 32))
+    assert [m.out_channels for m in wide.modules() if isinstance(m, torch.nn.ConvTranspose2d)] == [128, 64, 32]
+    assert wide(torch.randn(1, 112, 4, 4), (64, 64)).shape == (1, 3, 64, 64)
     with pytest.raises(MaddConfigError, match="model.rcsm.decoder_widths"):
         ReconstructionDecoder(112, 16, widths=(32, 16))
 

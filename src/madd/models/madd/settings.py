@@ -42,7 +42,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "key_fraction": 0.1,
         "feature_stage": 1,
         "decoder_stage": 2,
-        "decoder_widths": [128, 64, 32],
+        "decoder_widths": [32, 16, 8],
         "prototype_momentum": 0.9,
         "eps": 1.0e-6,
         "map_gate": True,

@@ -128,11 +128,11 @@ class ReconstructionDecoder(nn.Module):
     """
 
     def __init__(self, in_channels: int, stride: int, out_channels: int = 3,
-                 widths: tuple[int, int, int] = (128, 64, 32)) -> None:
+                 widths: tuple[int, int, int] = (32, 16, 8)) -> None:
         super().__init__()
         if len(widths) != 3 or min(widths) < 1:
             raise MaddConfigError(f"model.rcsm.decoder_widths={list(widths)}: give three positive channel counts, "
-                                  "one per transposed convolution (default [128, 64, 32])")
+                                  "one per transposed convolution (default [32, 16, 8])")
         layers: list[nn.Module] = []
         c = in_channels
         for factor, width in zip(_split_stride(stride), widths):
