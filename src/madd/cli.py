@@ -18,6 +18,7 @@ anything else (a bug)                      the traceback (Hydra's short form)   
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -145,19 +146,16 @@ def _interrupt_outside_loops(signum, frame) -> None:
         raise RunInterrupted(signum, None)
 
 
-class _SignalsToRunInterrupted:
+@contextlib.contextmanager
+def _signals_to_run_interrupted():
     """Within the block, SIGTERM and SIGINT outside Lightning's loops raise :class:`RunInterrupted`."""
-
-    signals = (signal.SIGTERM, signal.SIGINT)
-
-    def __enter__(self):
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-            self.previous = {s: signal.signal(s, _interrupt_outside_loops) for s in self.signals}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+        previous = {s: signal.signal(s, _interrupt_outside_loops) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
@@ -178,7 +176,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, schema: type[Ba
     failed = False
     multirun = _in_multirun()
     try:
-        with _SignalsToRunInterrupted():
+        with _signals_to_run_interrupted():
             if schema is not None:
                 from madd.utils.config import check_config
 
