@@ -464,3 +464,38 @@ def test_source_images_move_running_statistics_only_when_shared(source_bn):
         assert torch.allclose(bn.running_mean, ref_bn.running_mean)
     else:
         assert not torch.allclose(bn.running_mean, ref_bn.running_mean)
+
+
+@pytest.mark.parametrize("view", ["mild", "strong"])
+def test_pseudo_label_term_trains_the_configured_view(view):
+    """``joint.pseudo_label_view``: L_ssl's logits are student A's mild-view rows (Eq. 12) or the strong-view pass
+    of student B (FixMatch's weak-to-strong); recorded at the loss's input and matched to the pass that made them."""
+    from madd.models.madd import MADDModule
+
+    torch.manual_seed(0)
+    model = MADDModule(Backbone("mobilenet_v2", weights=None), num_classes=3, normal_index=0,
+                       joint={"pseudo_label_view": view}, rcsm={"enabled": False}, memory_bank={"enabled": False},
+                       mapom={"dynamic_threshold": False, "fixed_tau": 0.01}, loss_weights={"delta": 0.0}).train()
+    passes, seen = [], {}
+    forward = model.student_a.forward_features
+    model.student_a.forward_features = lambda x: passes.append(forward(x)) or passes[-1]
+    ssl = model.loss_ssl.forward
+    model.loss_ssl.forward = lambda logits, *a: seen.setdefault("logits", logits) is None or ssl(logits, *a)
+    g = torch.Generator().manual_seed(0)
+    def split(n):
+        return {"image": torch.rand(n, 3, 32, 32, generator=g), "label": torch.randint(0, 3, (n,), generator=g),
+                "mask": torch.zeros(n, 1, 32, 32), "index": torch.arange(n)}
+    model.training_step({"target_labeled": split(2), "target_unlabeled": split(3), "source": split(2)}, 0)
+    # passes: student A on the target views, student A on the source views, student B (= A) on the strong views
+    assert len(passes) == 3
+    expected = passes[2].logits if view == "strong" else passes[0].logits[2:5]
+    assert torch.equal(seen["logits"], expected)
+
+
+def test_pseudo_label_settings_are_checked():
+    from madd.models.madd import settings
+
+    with pytest.raises(MaddConfigError, match="model.joint.pseudo_label_view"):
+        settings.resolve("joint", {"pseudo_label_view": "weak"})
+    with pytest.raises(MaddConfigError, match="model.joint.attention_weighting"):
+        settings.resolve("joint", {"attention_weighting": "mean"})

@@ -76,6 +76,21 @@ def test_attention_weighted_pseudo_label_loss_eq12_by_hand():
     assert unweighted.item() == pytest.approx((ce0 + ce1) / 3)
 
 
+def test_normalised_attention_weights_keep_the_scale_of_a_plain_pseudo_label_loss():
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 0.0]])
+    pseudo, keep = torch.tensor([1, 0, 0]), torch.tensor([True, True, False])
+    ce0, ce1 = math.log(2), math.log(1 + math.exp(-2))
+    attention = torch.stack([torch.full((1, 2, 2), 0.5), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]), torch.ones(1, 2, 2)])
+    # mean(A) over the kept images = (0.5 + 0.25) / 2: the weights become 0.5 / 0.375 and 0.25 / 0.375
+    loss = AttentionWeightedPseudoLabelLoss(normalise_attention=True)(logits, pseudo, keep, attention)
+    assert loss.item() == pytest.approx((0.5 / 0.375 * ce0 + 0.25 / 0.375 * ce1) / 3)
+    flat = torch.full((3, 1, 2, 2), 0.1)  # a uniform map weighs nothing: the plain loss, not a tenth of it
+    plain = AttentionWeightedPseudoLabelLoss(normalise_attention=True)(logits, pseudo, keep, flat)
+    assert plain.item() == pytest.approx((ce0 + ce1) / 3)
+    nothing_kept = AttentionWeightedPseudoLabelLoss(normalise_attention=True)(logits, pseudo, keep & False, attention)
+    assert nothing_kept.item() == 0
+
+
 def test_memory_consistency_eq16_by_hand():
     f = torch.tensor([[1.0, 2.0], [0.0, 0.0], [5.0, 5.0]], requires_grad=True)
     means = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])

@@ -139,6 +139,8 @@ class MADDModule(DefectModule):
         # ------------------------------------------------------------------ which parts are on
         self.rcsm_on = bool(cfg["rcsm"]["enabled"]) and w["delta"] > 0
         self.cons_on = bool(cfg["consistency"]["enabled"]) and w["gamma"] > 0
+        self.ssl_on_strong = cfg["joint"]["pseudo_label_view"] == "strong" and w["beta"] > 0
+        self.strong_pass = self.cons_on or self.ssl_on_strong  # student B on the strong view
         self.dynamic_tau = bool(mp["enabled"]) and bool(mp["dynamic_threshold"])
         self.bank_on = bool(mp["enabled"]) and bool(cfg["memory_bank"]["enabled"])
         if self.dynamic_tau and w["eta"] <= 0:
@@ -183,7 +185,7 @@ class MADDModule(DefectModule):
                                    mb["plain_threshold"], mb["min_count"])
 
         # ------------------------------------------------------------------ losses (Eq. 17)
-        self.loss_ssl = AttentionWeightedPseudoLabelLoss()
+        self.loss_ssl = AttentionWeightedPseudoLabelLoss(cfg["joint"]["attention_weighting"] == "normalised")
         self.loss_cons_p = PredictionConsistencyLoss()
         self.loss_cons_f = FeatureConsistencyLoss(cfg["consistency"]["mmd_bandwidths"])
         self.loss_rec = ReconstructionLoss()
@@ -364,7 +366,7 @@ class MADDModule(DefectModule):
         with torch.no_grad():
             xt = self.base_augment(torch.cat([xl, xu]))  # geometric, label-preserving
             view_a = self.mild_view(torch.cat([xt, xs]))
-            view_b = self.strong_view(xt[nl:]) if self.cons_on else None
+            view_b = self.strong_view(xt[nl:]) if self.strong_pass else None
             t_out = self.teacher.forward_features(torch.cat([xt[nl:], xs]))
             t_probs_u, t_probs_s = t_out.logits.float().softmax(1).split([nu, ns])
             t_feat_u, t_feat_s = t_out.features.split([nu, ns])
@@ -413,11 +415,13 @@ class MADDModule(DefectModule):
                 logs["train/bank_similarity"] = sim[passed].mean()
 
         # 4. the remaining loss terms
-        if w["beta"] > 0:
-            terms["ssl"] = self.loss_ssl(logits_u, pseudo, keep, attention_u, self.ce_weights.weight)
-        if self.cons_on:
+        if self.strong_pass:
             with frozen_bn_statistics(self.student_b) if self.share_students else _null():
                 out_b = self.student_b.forward_features(view_b)
+        if w["beta"] > 0:  # Eq. 12 on student A's mild view, or (pseudo_label_view=strong) on the strong view
+            ssl_logits = out_b.logits if self.ssl_on_strong else logits_u
+            terms["ssl"] = self.loss_ssl(ssl_logits, pseudo, keep, attention_u, self.ce_weights.weight)
+        if self.cons_on:
             terms["cons_p"] = self.loss_cons_p(logits_u, out_b.logits)
             terms["cons_f"] = self.loss_cons_f(self._gather(f_u, True), self._gather(out_b.features, True))
         if self.rcsm_on:

@@ -31,8 +31,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                    "limit_train_batches": None},
     },
     # source_ce_weight: lambda_s in L_ce = CE(target labelled) + lambda_s CE(source), Eq. 3's labelled risk over
-    # D_s u D_t; 0 = Eq. 17 as written (target labels only)
-    "joint": {"freeze_stages": 0, "source_ce_weight": 0.0, "source_bn": "separate"},
+    # D_s u D_t; 0 = Eq. 17 as written (target labels only). pseudo_label_view: the view L_ssl trains (mild =
+    # student A, Eq. 12; strong = student B, FixMatch's weak-to-strong); attention_weighting: raw = Eq. 12,
+    # normalised = the attention weights divided by their mean over the kept images
+    "joint": {"freeze_stages": 0, "source_ce_weight": 0.0, "source_bn": "separate", "pseudo_label_view": "mild",
+              "attention_weighting": "raw"},
     "teacher_sync": {"mode": "copy", "every_n_epochs": 5, "ema_decay": 0.99},
     "consistency": {"enabled": True, "mmd_bandwidths": None},
     "rcsm": {
@@ -110,6 +113,12 @@ def resolve(section: str, given: Mapping | None) -> dict:
     if section == "joint" and cfg["source_bn"] not in ("separate", "shared"):
         raise MaddConfigError(f"model.joint.source_bn={cfg['source_bn']!r}: choose separate (source images "
                               "normalised by their own batch statistics) or shared")
+    if section == "joint" and cfg["pseudo_label_view"] not in ("mild", "strong"):
+        raise MaddConfigError(f"model.joint.pseudo_label_view={cfg['pseudo_label_view']!r}: choose mild (student A, "
+                              "Eq. 12) or strong (student B's strong view, as FixMatch)")
+    if section == "joint" and cfg["attention_weighting"] not in ("raw", "normalised"):
+        raise MaddConfigError(f"model.joint.attention_weighting={cfg['attention_weighting']!r}: choose raw (Eq. 12) "
+                              "or normalised")
     if section == "mapom" and not 0.0 < float(cfg["fixed_tau"]) <= 1.0:
         raise MaddConfigError(f"model.mapom.fixed_tau={cfg['fixed_tau']} must be in (0, 1]")
     if section == "rcsm" and not {cfg["feature_stage"], cfg["decoder_stage"]} <= {0, 1, 2, 3}:
