@@ -1,7 +1,7 @@
 """Benchmark: the deployed MADD detector on EfficientNet-Lite0 against today's ResNet-18 one, and peak training memory.
 
     python bench/bench_deployed_backbones.py                          # 224 px, 1 thread, 5 interleaved repeats
-    python bench/bench_deployed_backbones.py --repeats 7 --train-steps 10   # the README's run
+    python bench/bench_deployed_backbones.py --repeats 7 --train-steps 10   # the run in docs/compression.md
     python bench/bench_deployed_backbones.py --threads 2 --repeats 9 --skip-train
 
 1. builds MADD twice from the presets, composed as ``train.py`` composes them (``experiment=madd_awdd

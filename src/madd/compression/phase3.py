@@ -9,7 +9,7 @@ One ``fit`` of ``rounds * epochs`` epochs (stage ``phase3``, checkpoints in ``<o
 each round zeroes ``rate`` of the alive filters by L1 norm (Li et al., :class:`L1FilterPruning`) and
 then distils ``epochs`` epochs with the pruned filters held at zero (:class:`DistillationModule`: soft
 targets at ``temperature`` plus hard labels). The paper gives neither the pruning criterion nor the
-distillation loss; these are the standard choices, documented in README, section "Compression and deployment". The report
+distillation loss; these are the standard choices, documented in docs/compression.md, section "Distillation and MADD Phase 3". The report
 (Tables II/III shape: parameters, FLOPs, latency, accuracy/mAP/DR/FAR per round) goes to
 ``<output_dir>/phase3/report.{md,csv}``.
 

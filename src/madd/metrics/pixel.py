@@ -1,6 +1,6 @@
 """Pixel-level metrics from anomaly maps or predicted masks.
 
-Per-image F1 and IoU use this rule for empty masks (documented in the README):
+Per-image F1 and IoU use this rule for empty masks (documented in docs/concepts.md, section "Metrics"):
 
 * ground truth empty and prediction empty: F1 = IoU = 1 (a correct "no defect");
 * exactly one of them empty: F1 = IoU = 0;

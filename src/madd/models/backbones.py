@@ -255,8 +255,9 @@ class Backbone(nn.Module):
 
     ``freeze_bn``: BatchNorm layers stay in evaluation mode while training (their running statistics are the
     pretrained ones and do not move; their affine weights still learn). A handful of labelled images per batch
-    otherwise replaces ImageNet's statistics with a few images' (measured in the README: fine-tuning from
-    pretrained weights with moving statistics ends below the frozen-feature probe).
+    otherwise replaces ImageNet's statistics with a few images' (docs/methods/supervised.md, section "Backbones and
+    pretrained weights"; measured: fine-tuning from pretrained weights with moving statistics ends below the
+    frozen-feature probe).
 
     ``grad_checkpointing``: while training, keep only each stage's input and recompute the stage in the backward
     pass (``torch.utils.checkpoint``): less activation memory for one more forward pass of the backbone per step.

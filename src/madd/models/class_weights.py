@@ -2,8 +2,8 @@
 Teacher, MADD and its TIM stages), one rule.
 
 The 50-label AWDD budget is about 30 ``good`` and 5 images per defect type; unweighted, a network trained from
-scratch learns to answer ``good`` (README, section "Foundation", "Baseline quality"). ``balanced`` gives class ``c``
-the weight ``n / (k · count_c)`` over the labelled images of a split (scikit-learn's ``compute_class_weight``);
+scratch learns to answer ``good`` (docs/methods/supervised.md, section "Baseline quality"). ``balanced`` gives class
+``c`` the weight ``n / (k · count_c)`` over the labelled images of a split (scikit-learn's ``compute_class_weight``);
 classes without labels keep 1.
 """
 

@@ -6,7 +6,7 @@ Lower is more similar. The pieces: :func:`madd.transfer.emd.emd` (Eqs. 10-15) be
 (:mod:`madd.transfer.signatures`, Eqs. 1-9), :func:`madd.transfer.gini.gini` (Eqs. 16-20) of the source's class
 counts in the target's label space, and the number of shared labels.
 
-Rules where the paper or its public code is undefined or degenerate (documented in README, section "Choosing what to transfer from"):
+Rules where the paper or its public code is undefined or degenerate (documented in docs/transfer.md, section "Formulas and departures"):
 
 * Label spaces: a dataset's label space is its classes that have at least one image (an empty class is not in
   it). Source classes enter the target's label space through a label mapping (explicit, or equal names after

@@ -2,7 +2,7 @@
 multi-stage features, fitted once by logistic regression on the labelled target images.
 
 The first thing a practitioner tries, and with ImageNet features already strong: the floor every other method
-must clear (README, section "Results"). One epoch reads the labelled images (no gradient, no augmentation by
+must clear (docs/results.md). One epoch reads the labelled images (no gradient, no augmentation by
 default); the regression is fitted when validation starts, so the best checkpoint holds the fitted head.
 """
 

@@ -227,7 +227,8 @@ def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
     s1 = cfg["stage1"]
     if not s1["enabled"] and not cfg["stage1_ckpt"]:
         # the pretrained (ImageNet) backbone goes straight to stage 2, without source pre-training (the pretrained
-        # presets' default; stage 1 on against off has not been measured yet: README, section "MADD")
+        # presets' default; stage 1 on against off has not been measured yet: docs/methods/madd.md, section "Presets
+        # and sizes")
         state, head_fits, prefix_map = madd.student_a.state_dict(), False, {"backbone.": "backbone."}
         summary["stage1"] = {"checkpoint": None, "trained": False}
     elif cfg["stage1_ckpt"]:
