@@ -61,6 +61,24 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path, data_d
     assert isinstance(model, DefectModule) or hasattr(model, "training_step")
 
 
+@pytest.mark.parametrize("experiment,model,target", [
+    ("madd_awdd", "fixmatch", "FixMatch"), ("madd_awdd", "supervised", "SupervisedClassifier"),
+    ("madd_awdd", "mean_teacher", "MeanTeacher"), ("madd_awdd", "linear_probe", "LinearProbe"),
+    ("madd_kolektorsdd", "fixmatch", "FixMatch"), ("madd_neu_to_xsdd", "supervised", "SupervisedClassifier"),
+    ("fixmatch_awdd", "madd", "MADDModule"), ("supervised_awdd", "madd", "MADDModule"),
+])
+def test_an_experiment_keeps_its_data_and_budget_under_another_method(experiment, model, target, tmp_path, data_dir):
+    """`experiment=madd_awdd model=fixmatch`: the fair comparison (same data, labels and training budget, another
+    method). An experiment holds no method's own keys, so the swapped-in model builds (it used to die with
+    ``FixMatch.__init__() got an unexpected keyword argument 'views'``)."""
+    base = compose_config([f"experiment={experiment}"], tmp_path, data_dir)
+    cfg = compose_config([f"experiment={experiment}", f"model={model}"], tmp_path, data_dir)
+    assert cfg.data == base.data and cfg.trainer == base.trainer and cfg.seed == base.seed
+    check_required(cfg)
+    built = instantiate_clear(cfg.model, _convert_="partial")
+    assert type(built).__name__ == target
+
+
 def test_default_config_has_no_missing_values(tmp_path, data_dir):
     cfg = compose_config([], tmp_path, data_dir)
     check_required(cfg)

@@ -59,6 +59,7 @@ def nothing_built(monkeypatch):
     ("trainer.max_epochs=0", "trainer.max_epochs=0"),
     ("trainer.max_epochs=many", "trainer.max_epochs='many'"),
     ("data.fold=5", "data.fold=5 must be < data.num_folds=1"),
+    ("data.modality=xray", "data.modality='xray'"),
 ])
 def test_bad_types_and_ranges_stop_before_any_work(override, key, tmp_path, data_dir, capsys, nothing_built):
     cfg = compose_config(["trainer=debug", *TINY, override], tmp_path, data_dir)

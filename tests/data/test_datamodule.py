@@ -313,6 +313,9 @@ def test_bad_normal_class_and_train_split_names():
         DefectDataModule(target={"reader": "synthetic"}, class_names=["good"], train_splits=["val"])
     with pytest.raises(DataError, match="data.source is null"):
         DefectDataModule(target={"reader": "synthetic"}, class_names=["good"], train_splits=["source"])
+    with pytest.raises(DataError, match=r"data.modality='xray' is unknown; choose from \['visual', 'ultrasonic', 'ct'\]"):
+        DefectDataModule(target={"reader": "synthetic"}, class_names=["good"], modality="xray")
+    assert DefectDataModule(target={"reader": "synthetic"}, class_names=["good"], modality="ct").modality == "ct"
 
 
 # ----------------------------------------------------------------------------------------- real datasets

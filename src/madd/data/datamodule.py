@@ -44,6 +44,11 @@ from madd.data.splits import kfold_split, label_budget, ratio_split
 from madd.data.summary import format_summary
 from madd.errors import DataError
 
+#: ``data.modality``: how the images were acquired. A property of the data, read by methods whose augmentation
+#: imitates the sensor's noise (MADD's strong view: salt-and-pepper speckle for ultrasonic scans, ring and streak
+#: artifacts for CT, blur and sensor noise for cameras).
+IMAGING_MODALITIES = ("visual", "ultrasonic", "ct")
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("source", "target_labeled", "target_unlabeled", "val", "test")
@@ -79,6 +84,8 @@ class DefectDataModule(L.LightningDataModule):
         source: optional source dataset entry; ``source_class_names`` optionally pins its classes.
         label_mapping: source class -> target class (``null`` drops); default: identical names.
         image_size, channels: decoded tensor shape.
+        modality: how the images were acquired (:data:`IMAGING_MODALITIES`); the data's property, so that a
+            method swapped in by ``model=...`` keeps it (MADD's ``model.views.modality`` reads it).
         splits: fractions of ``train``/``val``/``test``, or ``"predefined"`` to keep the dataset's own split.
         val_fraction: with ``splits="predefined"`` and no ``val`` part in the dataset, the share of its train
             part held out (stratified) as ``val``.
@@ -109,6 +116,7 @@ class DefectDataModule(L.LightningDataModule):
         label_mapping: Mapping[str, str | None] | None = None,
         image_size: int | Sequence[int] = 128,
         channels: int = 3,
+        modality: str = "visual",
         splits: Mapping[str, float] | str | None = None,
         val_fraction: float = 0.1,
         label_budget: Mapping[str, int | None] | None = None,
@@ -144,6 +152,9 @@ class DefectDataModule(L.LightningDataModule):
         self.label_mapping = dict(label_mapping) if label_mapping else None
         self.image_size = image_size
         self.channels = channels
+        if modality not in IMAGING_MODALITIES:
+            raise DataError(f"data.modality={modality!r} is unknown; choose from {list(IMAGING_MODALITIES)}")
+        self.modality = modality
         self.predefined = isinstance(splits, str)
         if self.predefined and splits != "predefined":
             raise DataError(f"data.splits={splits!r}: use fractions {{train, val, test}} or the word 'predefined'")

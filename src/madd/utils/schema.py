@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FilePath, model_validator
 
+from madd.data.datamodule import IMAGING_MODALITIES
+
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -68,6 +70,8 @@ class DataSchema(Section):
     image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
         128, description="the decoded image size in pixels: one integer (square) or [height, width], e.g. 128")
     channels: Literal[1, 3] = Field(3, description="1 (grey) or 3 (RGB)")
+    modality: Literal[IMAGING_MODALITIES] = Field(
+        "visual", description="how the images were acquired: visual (camera), ultrasonic or ct")
     batch_size: PositiveInt = Field(16, description="labelled images per training batch, an integer >= 1, e.g. 16")
     unlabeled_batch_size: PositiveInt | None = Field(None, description="an integer >= 1, or null for data.batch_size")
     source_batch_size: PositiveInt | None = Field(None, description="an integer >= 1, or null for data.batch_size")

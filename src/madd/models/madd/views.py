@@ -25,9 +25,10 @@ import torch
 from kornia.augmentation import IntensityAugmentationBase2D
 from torch import nn
 
+from madd.data.datamodule import IMAGING_MODALITIES
 from madd.errors import MaddConfigError
 
-MODALITIES = ("ultrasonic", "ct", "visual", "none")
+MODALITIES = (*IMAGING_MODALITIES, "none")  # the data's modalities, or no sensor noise at all
 
 
 class RandomCTArtifacts(IntensityAugmentationBase2D):
