@@ -48,9 +48,8 @@ noise on that run. MADD deploys
 student A's classification plus the RCSM anomaly map (mask -> student A up to ``rcsm.decoder_stage`` ->
 reconstruction decoder), so it costs more FLOPs than the classifier; PatchCore and PaDiM run their feature
 extractor and the search / Mahalanobis distance of every patch. Their feature extractor
-(:class:`madd.models.patch_features.PatchFeatures`) calls the backbone's ``forward_stages``, which runs all four
-stages although they read stages 1-2 / 0-2: the deployed parameters (and FLOPs) include the last stage, counted
-because it runs.
+(:class:`madd.models.patch_features.PatchFeatures`) runs the backbone only up to the last stage it reads
+(stage 2 for both presets), so the deployed parameters and FLOPs leave the last stage out.
 
 The ratios, not the absolute latencies, are the result when the machine is shared: all graphs are slowed alike.
 """

@@ -339,3 +339,23 @@ def test_map_threshold_callback_sets_any_models_map_threshold_on_validation(tmp_
     tested = [p for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
     assert len(tested) == 1 and cfg.model.pixel_threshold != pytest.approx(expected)
     assert load_module(tested[0]).pixel_threshold == pytest.approx(expected, rel=1e-6)
+
+
+def test_patch_features_run_the_backbone_only_up_to_the_last_stage_they_read(backbone):
+    """PatchCore reads stages 1-2: the last stage (most of the parameters) must not run, and the features must be
+    those of the full pass."""
+    from madd.models.patch_features import PatchFeatures
+
+    features = PatchFeatures(backbone, stages=(1, 2))
+    ran = []
+    hook = backbone.stages[3].register_forward_hook(lambda *_: ran.append(True))
+    try:
+        images = torch.rand(2, 3, 64, 64)
+        out = features(images)
+    finally:
+        hook.remove()
+    assert not ran
+    full = backbone.forward_stages(features.normalize(images))
+    assert len(full) == 4 and len(backbone.forward_stages(features.normalize(images), last=1)) == 2
+    up = torch.nn.functional.interpolate(full[2], size=full[1].shape[-2:], mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, torch.cat([full[1], up], 1))

@@ -304,10 +304,12 @@ class Backbone(nn.Module):
             return torch.utils.checkpoint.checkpoint(module, x, use_reentrant=False)
         return module(x)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward_stages(self, x: torch.Tensor, last: int | None = None) -> list[torch.Tensor]:
+        """The stage outputs (strides 4, 8, 16, 32); ``last``: stop after that stage index (the later stages do not
+        run, so a reader of early stages alone pays for those only)."""
         x = self._run(self.stem, x)
         outs = []
-        for stage in self.stages:
+        for stage in self.stages[: None if last is None else last + 1]:
             x = self._run(stage, x)
             outs.append(x)
         return outs

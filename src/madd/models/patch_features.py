@@ -48,7 +48,7 @@ class PatchFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        maps = self.backbone.forward_stages(self.normalize(images))
+        maps = self.backbone.forward_stages(self.normalize(images), last=max(self.stages))  # later stages unused
         picked = [self.pool(maps[s]) for s in self.stages]
         size = picked[0].shape[-2:]
         kwargs = {"align_corners": False} if self.resize_mode in ("bilinear", "bicubic") else {}
