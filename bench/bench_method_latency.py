@@ -233,7 +233,7 @@ def main(argv=None) -> dict[str, dict]:
 
     from conftest import SHARED_DATA
 
-    from madd.deploy.export import input_shape
+    from madd.data.dataset import input_shape
     from madd.errors import DataError
     from madd.pipeline import run_config
 
@@ -241,7 +241,7 @@ def main(argv=None) -> dict[str, dict]:
     for preset in presets:
         print(f"building {preset}", file=sys.stderr, flush=True)
         cfg = compose(preset, args.image_size, args.override, data_dir, Path(tempfile.mkdtemp(prefix="madd_bench_")))
-        shape = input_shape({"data": run_config(cfg)["data"]})
+        shape = input_shape(run_config(cfg)["data"])
         module = build_module(cfg)
         if preset.split(f"_{args.domain}")[0] in FITTED:
             try:

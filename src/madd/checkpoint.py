@@ -26,6 +26,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from madd.data.dataset import input_shape
 from madd.errors import MaddConfigError
 
 BACKBONE_TARGET = "madd.models.backbones.Backbone"
@@ -117,10 +118,7 @@ def build_module(config: Mapping[str, Any]) -> nn.Module:
 
 def example_input(config: Mapping[str, Any] | None, batch: int = 1) -> torch.Tensor:
     """A random ``(batch, C, H, W)`` image batch shaped like the run's data (``data.channels``/``image_size``)."""
-    data = (config or {}).get("data") or {}
-    size = data.get("image_size", 64)
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return torch.rand(batch, int(data.get("channels", 3)), h, w)
+    return torch.rand(batch, *input_shape((config or {}).get("data")))
 
 
 def fit_pruned_shapes(module: nn.Module, state_dict: Mapping[str, torch.Tensor], image: torch.Tensor) -> None:

@@ -34,6 +34,7 @@ from madd.compression.masks import apply_masks, kept_fraction
 from madd.compression.measure import measure
 from madd.compression.physical import remove_pruned_channels
 from madd.compression.report import write_report
+from madd.data.dataset import image_hw, input_shape
 from madd.errors import MaddConfigError
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,7 @@ class FilterPruningCallback(L.Callback):
     @staticmethod
     def data_shape(trainer: L.Trainer) -> tuple[int, int, int]:
         dm = trainer.datamodule
-        size = getattr(dm, "image_size", 224)
-        h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        return int(getattr(dm, "channels", 3)), h, w
+        return input_shape({k: getattr(dm, k) for k in ("image_size", "channels") if hasattr(dm, k)})
 
     def example_image(self, trainer: L.Trainer) -> torch.Tensor:
         return torch.rand(1, *self.data_shape(trainer))
@@ -141,7 +140,7 @@ class FilterPruningCallback(L.Callback):
         size = self.latency_image_size
         if size is None:
             return c, h, w
-        return (c, size, size) if isinstance(size, int) else (c, int(size[0]), int(size[1]))
+        return c, *image_hw(size)
 
     def out_dir(self, trainer: L.Trainer) -> Path:
         return Path(self.report_dir) if self.report_dir else Path(trainer.default_root_dir) / "pruning"

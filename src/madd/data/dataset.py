@@ -15,7 +15,8 @@ A sample is a dict (the same keys for every reader, so models never branch on th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,11 +28,20 @@ from madd.data.image_io import load_image, load_mask, rasterize_polygons
 from madd.data.records import Record
 
 
-def _as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``data.image_size`` as ``(H, W)``: one integer is a square, ``[H, W]`` keeps the aspect ratio."""
     if isinstance(image_size, int):
         return image_size, image_size
     h, w = image_size
     return int(h), int(w)
+
+
+def input_shape(data: Mapping[str, Any] | None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the images a data config decodes (``data.channels``, ``data.image_size``), the one rule every
+    consumer of a run's input size uses (export, predict, cost, checkpoint rebuilding, pruning reports). A key that
+    is absent takes the data module's default (3 channels, 128 px)."""
+    data = data or {}
+    return int(data.get("channels", 3)), *image_hw(data.get("image_size", 128))
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -68,7 +78,7 @@ class DefectDataset(Dataset):
         cache: bool = True,
     ) -> None:
         self.records = list(records)
-        self.size_hw = _as_hw(image_size)
+        self.size_hw = image_hw(image_size)
         self.channels = channels
         self.cache = cache
         self._cache: dict[int, dict] = {}

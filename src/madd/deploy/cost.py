@@ -26,7 +26,8 @@ from torch import nn
 
 from madd.checkpoint import load_module
 from madd.compression.measure import count_flops, measure_latency
-from madd.deploy.export import deploy_model, input_shape
+from madd.data.dataset import input_shape
+from madd.deploy.export import deploy_model
 from madd.errors import MaddConfigError
 from madd.reporting.run_record import METRICS_FILE
 
@@ -61,7 +62,7 @@ def record_cost(run_dir: str | Path) -> dict[str, float]:
     if not record_file.is_file():
         raise MaddConfigError(f"{record_file} does not exist: give the folder of a run made by train.py")
     module = load_module(run_dir / "checkpoints" / "last.ckpt")
-    cost = deploy_cost(module, input_shape(module.run_config))
+    cost = deploy_cost(module, input_shape(module.run_config.get("data")))
     record = json.loads(record_file.read_text())
     record.update(cost)
     record_file.write_text(json.dumps(record, indent=2, sort_keys=True))

@@ -31,6 +31,7 @@ from rich.table import Table
 from torch import nn
 
 from madd.checkpoint import load_module
+from madd.data.dataset import input_shape
 from madd.errors import MaddConfigError
 from madd.utils.optional import require
 
@@ -59,14 +60,6 @@ class DeployModel(nn.Module):
         else:
             logits, amap = self.module(image), self.module.anomaly_map(image)
         return logits.softmax(1), amap.clamp(0, 1)
-
-
-def input_shape(config: dict) -> tuple[int, int, int]:
-    """``(C, H, W)`` the model was trained on (``data.channels``/``data.image_size`` of the run config)."""
-    data = config.get("data") or {}
-    size = data.get("image_size", 224)
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return int(data.get("channels", 3)), h, w
 
 
 def deploy_model(module: nn.Module, shape: Sequence[int]) -> DeployModel:
@@ -188,7 +181,7 @@ def export_checkpoint(
         raise MaddConfigError(f"export formats {bad} are unknown; choose from {list(FORMATS)}")
     module = load_module(ckpt)
     config = module.run_config
-    shape = input_shape(config)
+    shape = input_shape(config.get("data"))  # what the model was trained on
     model = deploy_model(module, shape)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -60,10 +60,11 @@ class TorchPredictor:
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
         from madd.checkpoint import load_module
-        from madd.deploy.export import deploy_model, input_shape
+        from madd.data.dataset import input_shape
+        from madd.deploy.export import deploy_model
 
         module = load_module(path)
-        self.shape = input_shape(module.run_config)
+        self.shape = input_shape(module.run_config.get("data"))
         self.device = torch.device(device)
         self.model = deploy_model(module, self.shape).to(self.device)
         self.has_map = self.model.has_map

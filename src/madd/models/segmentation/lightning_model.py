@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Timer
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from madd.data.augment import build_augmentation
+from madd.data.dataset import image_hw
 from madd.errors import DataError, MaddConfigError
 from madd.metrics import PixelMetrics
 from madd.models.base import DefectModule
@@ -123,7 +124,7 @@ class SegmentationModule(DefectModule):
 
     # ----------------------------------------------------------------- checks
     def check_image_size(self, image_size: int | Sequence[int]) -> None:
-        hw = (image_size, image_size) if isinstance(image_size, int) else tuple(int(v) for v in image_size)
+        hw = image_hw(image_size)
         d = self.net.size_divisor
         if any(v % d for v in hw):
             fixed = [-(-v // d) * d for v in hw]
