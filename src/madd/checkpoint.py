@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,23 +33,37 @@ from madd.errors import MaddConfigError
 BACKBONE_TARGET = "madd.models.backbones.Backbone"
 
 
-def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> dict[str, Any]:
-    """``torch.load(..., weights_only=True)`` with one clear error for a missing or unsafe file.
+def load_file(path: str | os.PathLike, key: str | None = None) -> Any:
+    """The one reader of checkpoint and weight files (``.ckpt``, ``.pth``): ``torch.load(..., weights_only=True)``
+    on the CPU, with one clear error for a missing, unreadable or unsafe file.
 
     ``key``: the config key the path came from (``ckpt_path``), named in the error instead of "checkpoint".
     """
     path = Path(path).expanduser()
     name = f"{key}={path}" if key else f"checkpoint {path}"
     if not path.is_file():
-        raise MaddConfigError(f"{name} does not exist; give the path of a .ckpt written by train.py")
+        raise MaddConfigError(f"{name} does not exist; give the path of a .ckpt or .pth file "
+                              "(e.g. <run dir>/checkpoints/last.ckpt)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError (arbitrary objects inside), truncated zip, not a torch file
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # arbitrary objects inside: unpickling them could run code
+        raise MaddConfigError(
+            f"{name} cannot be loaded safely (weights_only=True): it holds objects other than tensors and plain "
+            f"containers ({str(exc).splitlines()[0]}); re-save it from a trusted environment with "
+            "madd.checkpoint.save_module, or only its state_dict (torch.save(model.state_dict(), path))"
+        ) from None
+    except Exception as exc:  # truncated zip, not a torch file
         raise MaddConfigError(
             f"{name} cannot be loaded safely (weights_only=True): {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}. madd only loads checkpoints of tensors and plain containers; "
-            "re-save it from a trusted environment with madd.checkpoint.save_module"
+            f"{str(exc).splitlines()[0] if str(exc) else 'truncated'}; the file is corrupt, truncated or not a "
+            "PyTorch checkpoint: re-export it"
         ) from None
+
+
+def read_checkpoint(path: str | os.PathLike, key: str | None = None) -> dict[str, Any]:
+    """A checkpoint written by ``train.py``/``save_module`` (:func:`load_file`), which must hold a ``state_dict``."""
+    name = f"{key}={Path(path).expanduser()}" if key else f"checkpoint {Path(path).expanduser()}"
+    ckpt = load_file(path, key)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise MaddConfigError(f"{name} has no `state_dict`; it was not written by train.py/save_module")
     return ckpt

@@ -21,17 +21,15 @@ pretrained files. The copy itself is ``load_state_dict`` on the selected tensors
 from __future__ import annotations
 
 import logging
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import torchvision
 from torch import Tensor, nn
 
+from madd.checkpoint import load_file
 from madd.errors import MaddConfigError
 
 # MobileNetV2 ``features`` indices per madd Backbone group (see madd.models.backbones.Backbone).
@@ -106,20 +104,11 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Tensor]:
         MaddConfigError: the file is missing, unreadable/corrupt, holds pickled objects that are not plain
             tensors/containers, or holds no tensors.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MaddConfigError(f"checkpoint {path} does not exist: give the path of a .ckpt/.pth file "
-                              "(e.g. <run dir>/checkpoints/last.ckpt)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise MaddConfigError(f"checkpoint {path} holds objects other than tensors and plain containers, which "
-                              f"weights_only loading refuses ({str(exc).splitlines()[0]}); re-save only the "
-                              "state_dict (torch.save(model.state_dict(), path))") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise MaddConfigError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'truncated'}); the file is corrupt "
-                              "or not a PyTorch checkpoint: re-export it") from None
+    return tensor_state(load_file(path), path)
+
+
+def tensor_state(obj, path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a loaded checkpoint object (see :func:`load_checkpoint_state`); ``path`` names it in errors."""
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(obj.get(key), Mapping):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,7 +37,9 @@ from madd.models.class_weights import ClassWeights
 from madd.models.classifier import ImageClassifier
 from madd.models.madd.distributed import gather_rows
 from madd.models.madd.torch_model import MADDNet
+from madd.checkpoint import load_file
 from madd.transfer import load_checkpoint_state, transfer_backbone
+from madd.transfer.backbone_transfer import tensor_state
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +165,11 @@ def _fit_stage(module: DefectModule, name: str, stage_cfg: dict, datamodule, bui
 
 def _stage1_checkpoint(path: str, class_names: Sequence[str]) -> tuple[dict, bool]:
     """The tensors of a given stage-1 checkpoint and whether its head fits the target classes."""
-    state = load_checkpoint_state(path)
-    same_classes = False
-    try:
-        raw = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-        names = (raw.get("hyper_parameters") or {}).get("class_names") if isinstance(raw, dict) else None
-        same_classes = names is not None and list(names) == list(class_names)
-    except Exception:  # a plain state dict has no class list: backbone only
-        same_classes = False
-    return state, same_classes
+    raw = load_file(path)
+    state = tensor_state(raw, path)
+    # a plain state dict has no class list: backbone only
+    names = (raw.get("hyper_parameters") or {}).get("class_names") if isinstance(raw, Mapping) else None
+    return state, names is not None and list(names) == list(class_names)
 
 
 def _copy_head(state: dict, net: MADDNet, prefix: str = "net.head.") -> bool:
