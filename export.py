@@ -1,28 +1,22 @@
-"""Export a checkpoint to ONNX/TorchScript and check parity: ``python export.py ckpt=<path>`` (see conf/export.yaml)."""
+"""Export a checkpoint to ONNX/TorchScript and check parity: ``python export.py ckpt=<path>`` (see conf/export.yaml).
+
+The same as ``madd export``; the work is :func:`madd.tasks.export`.
+"""
 
 import os
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-
-def export(cfg: DictConfig) -> dict:
-    from madd.deploy.export import export_checkpoint
-
-    return export_checkpoint(cfg.ckpt, cfg.output_dir, list(cfg.formats), cfg.exporter, cfg.opset, cfg.tolerance,
-                             cfg.parity_batch, cfg.parity_images, cfg.name, cfg.seed)
+from madd import tasks  # noqa: E402  (registers the config resolvers before Hydra composes)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    from madd.cli import run_task
-    from madd.utils.schema import ExportSchema
-
-    result = run_task(export, cfg, ExportSchema)
-    print(OmegaConf.to_yaml({k: v for k, v in result.items() if k != "parity"}))
+    return tasks.export(cfg)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Predict a folder of images: ``python predict.py model_file=<.ckpt|.onnx> input_dir=<folder>`` (see conf/predict.yaml)."""
+"""Predict a folder of images: ``python predict.py model_file=<.ckpt|.onnx> input_dir=<folder>`` (see conf/predict.yaml).
+
+The same as ``madd predict``; the work is :func:`madd.tasks.predict`.
+"""
 
 import os
 from pathlib import Path
@@ -8,22 +11,12 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-
-def predict(cfg: DictConfig) -> dict:
-    from madd.deploy.predict import predict_folder
-
-    df = predict_folder(cfg.model_file, cfg.input_dir, cfg.output_dir, cfg.batch_size, cfg.device, cfg.overlays,
-                        cfg.threshold, cfg.min_box_area)
-    print(f"{len(df)} images, {int(df['defect'].sum())} flagged defective -> {Path(cfg.output_dir) / 'predictions.csv'}")
-    return {"images": len(df)}
+from madd import tasks  # noqa: E402  (registers the config resolvers before Hydra composes)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from madd.cli import run_task
-    from madd.utils.schema import PredictSchema
-
-    run_task(predict, cfg, PredictSchema)
+    return tasks.predict(cfg)
 
 
 if __name__ == "__main__":

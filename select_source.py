@@ -3,6 +3,7 @@
 
 Prints every dataset as target against every other as source, writes ``discrepancy_matrix.csv``,
 ``discrepancy_pairs.csv`` and ``discrepancy_heatmap.png`` into the run folder and names the chosen source.
+The same as ``madd select-source``; the work is :func:`madd.tasks.select_source`.
 """
 
 import os
@@ -13,16 +14,12 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-import madd.utils.resolvers  # noqa: E402,F401  (before Hydra composes the config)
+from madd import tasks  # noqa: E402  (registers the config resolvers before Hydra composes)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="select_source")
 def main(cfg: DictConfig) -> None:
-    from madd.cli import run_task
-    from madd.utils.schema import OutputDirSchema
-    from madd.transfer.source_selection import run_matrix
-
-    run_task(run_matrix, cfg, OutputDirSchema)
+    return tasks.select_source(cfg)
 
 
 if __name__ == "__main__":

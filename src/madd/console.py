@@ -1,0 +1,111 @@
+"""The ``madd`` command: one console script, a subcommand per task (``madd --help`` lists them).
+
+    madd train experiment=madd_awdd                 # = python train.py experiment=madd_awdd
+    madd train -m experiment=madd_awdd seed=0,1,2   # Hydra's multirun, --help, --cfg job ... as train.py
+    madd predict model_file=<.ckpt|.onnx> input_dir=<folder>
+    madd export ckpt=<.ckpt>
+    madd report dir=logs/<task>/multiruns/<date>
+    madd select-source target=synthetic_awdd
+    madd rank-checkpoints data=synthetic_awdd 'checkpoints=[...]'
+    madd cost <run dir> ...                         # = python -m madd.deploy.cost
+    madd evaluate-tim <run dir> ...                 # = python -m madd.models.madd.evaluate_tim
+    madd kfold-summary ...                          # = python -m madd.compression.kfold_summary
+    madd segmentation-report ...                    # = python -m madd.models.segmentation.report
+
+The Hydra subcommands run :mod:`madd.tasks`, as the root scripts do, on the config folder found first among:
+``$MADD_CONFIG_DIR``, ``./conf`` (a project of one's own, laid out as this repository), and the ``conf/`` of the
+checkout madd is installed from (``pip install -e .``). ``paths.root_dir`` is that folder's parent unless
+``PROJECT_ROOT`` says otherwise, so runs write to the same ``logs/`` as the root scripts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+#: subcommand -> (the :mod:`madd.tasks` function, its primary config in conf/)
+HYDRA_COMMANDS = {
+    "train": ("train", "train"),
+    "predict": ("predict", "predict"),
+    "export": ("export", "export"),
+    "report": ("report", "report"),
+    "select-source": ("select_source", "select_source"),
+    "rank-checkpoints": ("rank_checkpoints", "rank_checkpoints"),
+}
+#: subcommand -> the module whose ``main(argv)`` it runs (each also runs as ``python -m <module>``)
+MODULE_COMMANDS = {
+    "cost": "madd.deploy.cost",
+    "evaluate-tim": "madd.models.madd.evaluate_tim",
+    "kfold-summary": "madd.compression.kfold_summary",
+    "segmentation-report": "madd.models.segmentation.report",
+}
+
+
+def config_dir() -> Path:
+    """The config folder of the Hydra subcommands (see the module docstring); exit 2 when there is none."""
+    candidates = [Path(os.environ["MADD_CONFIG_DIR"])] if os.environ.get("MADD_CONFIG_DIR") else []
+    candidates += [Path.cwd() / "conf", Path(__file__).resolve().parents[2] / "conf"]
+    for folder in candidates:
+        if (folder / "train.yaml").is_file():
+            return folder.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    print(f"madd error: no config folder (conf/ with train.yaml) found; tried {tried}. Run madd from the "
+          "repository's folder, install it with `pip install -e .`, or set MADD_CONFIG_DIR", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _usage() -> str:
+    width = max(map(len, [*HYDRA_COMMANDS, *MODULE_COMMANDS]))
+    lines = ["usage: madd <command> [arguments]", "", "commands (Hydra overrides; --help for each):"]
+    lines += [f"  {name:<{width}}  python {script}.py" for name, (script, _) in HYDRA_COMMANDS.items()]
+    lines += ["", "commands (their own arguments, as the module takes them):"]
+    lines += [f"  {name:<{width}}  python -m {module}" for name, module in MODULE_COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _hydra_command(name: str, argv: Sequence[str]) -> None:
+    import hydra
+
+    from madd import tasks
+    from madd.cli import run_hydra
+
+    task_name, config_name = HYDRA_COMMANDS[name]
+    conf = config_dir()
+    os.environ.setdefault("PROJECT_ROOT", str(conf.parent))
+    task: Callable = getattr(tasks, task_name)
+    sys.argv = [f"madd {name}", *argv]  # Hydra reads its overrides and flags from sys.argv
+    run_hydra(hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(task))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return
+    name, rest = args[0], args[1:]
+    if name in HYDRA_COMMANDS:
+        _hydra_command(name, rest)
+    elif name in MODULE_COMMANDS:
+        from madd.errors import config_error_cause
+
+        try:
+            result = importlib.import_module(MODULE_COMMANDS[name]).main(rest)
+        except Exception as err:  # bad input: one message and exit 2, as every entry point (madd.cli)
+            cause = config_error_cause(err)
+            if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"madd error: {cause}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if isinstance(result, int) and result:
+            raise SystemExit(result)
+    else:
+        print(f"madd error: unknown command {name!r}; choose from {[*HYDRA_COMMANDS, *MODULE_COMMANDS]} "
+              "(madd --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()
