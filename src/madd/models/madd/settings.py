@@ -1,5 +1,9 @@
 """MADD's config sections (``conf/model/madd.yaml``) with their defaults, merged and checked in one place.
 
+``DEFAULTS`` are the paper's values, what a ``MADDModule`` built in Python without a section gets. A ``train.py``
+run passes every key from ``conf/model/madd.yaml``, whose defaults are the pretrained presets' where they differ
+(TIM's stages, the views' base augmentation, ``mapom.f_beta``, the pseudo-label view; each commented there).
+
 An unknown key is an error naming ``model.<section>.<key>`` (a typo must not silently train the default).
 """
 
@@ -11,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from madd.errors import MaddConfigError
+from madd.models.madd.loss import PAPER_WEIGHTS
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "adapter": {"enabled": True, "reduction": 4},
@@ -69,8 +74,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "min_count": 5,
         "admission_margin": 0.1,
     },
-    "loss_weights": {"alpha": 0.3, "beta": 0.25, "gamma": 0.2, "delta": 0.15, "epsilon": 0.05, "zeta": 0.03,
-                     "eta": 0.02},
+    "loss_weights": dict(PAPER_WEIGHTS),
     "weight_adaptation": {
         "enabled": True,
         "monitor": "val/f1",
