@@ -25,7 +25,7 @@ from madd.transfer.discrepancy import (
     select_source,
 )
 from madd.transfer.emd import emd, optimal_flow
-from madd.transfer.gini import gini
+from madd.data.gini import gini
 from madd.transfer.signatures import (
     DatasetSignature,
     Signature,

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from madd.data.dataset import DefectDataset, collate
 from madd.data.image_io import verify_records
 from madd.data.integrity import check_split_isolation
+from madd.data.rebalance import rebalance_dataset
 from madd.data.records import ReadReport, Record
 from madd.data.sources import build_index, map_labels, merge_classes
 from madd.data.splits import kfold_split, label_budget, ratio_split
@@ -103,7 +104,7 @@ class DefectDataModule(L.LightningDataModule):
             domain discrepancy score; ``madd.pipeline.train`` resolves it before this class is built (see
             :func:`madd.transfer.source_selection.resolve_auto_source`).
         source_rebalance: ``{enabled, imbalance_ratio}``: oversample minority / undersample majority source
-            classes (:mod:`madd.transfer.rebalance`).
+            classes (:mod:`madd.data.rebalance`).
     """
 
     def __init__(
@@ -244,8 +245,6 @@ class DefectDataModule(L.LightningDataModule):
             k: DefectDataset(v, self.image_size, self.channels, cache=self.cache) for k, v in self.records.items()
         }
         if self.source_rebalance.get("enabled") and "source" in self.datasets:
-            from madd.transfer.rebalance import rebalance_dataset
-
             self.datasets["source"] = rebalance_dataset(self.datasets["source"], self.num_classes,
                                                         self.source_rebalance.get("imbalance_ratio", 2.0),
                                                         self.seed, self.class_names)

@@ -1,4 +1,4 @@
-"""Choosing what to transfer from: domain discrepancy (RTLAOI-DD), source subset selection and rebalancing,
+"""Choosing what to transfer from: domain discrepancy (RTLAOI-DD; its source rebalancing is madd.data.rebalance),
 transferability scores of pretrained checkpoints (D-deepscore, LogME, H-score) and backbone-only transfer.
 
 Submodules are imported lazily by their users; this package only re-exports the backbone transfer, which the

@@ -3,7 +3,7 @@
     disc(D_T, D_S) = EMD(s_S, s_T) * delta / (|Y'_T ∩ Y'_S| + eps)        (Eq. 20, second of that number)
 
 Lower is more similar. The pieces: :func:`madd.transfer.emd.emd` (Eqs. 10-15) between the dataset signatures
-(:mod:`madd.transfer.signatures`, Eqs. 1-9), :func:`madd.transfer.gini.gini` (Eqs. 16-20) of the source's class
+(:mod:`madd.transfer.signatures`, Eqs. 1-9), :func:`madd.data.gini.gini` (Eqs. 16-20) of the source's class
 counts in the target's label space, and the number of shared labels.
 
 Rules where the paper or its public code is undefined or degenerate (documented in docs/transfer.md, section "Formulas and departures"):
@@ -39,7 +39,7 @@ import numpy as np
 from madd.errors import MaddConfigError
 from madd.transfer.datasets import DatasetEntry, class_counts, label_mapping_between, read_index
 from madd.transfer.emd import emd
-from madd.transfer.gini import gini
+from madd.data.gini import gini
 from madd.transfer.signatures import DatasetSignature, sign_dataset
 
 log = logging.getLogger(__name__)

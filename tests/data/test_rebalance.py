@@ -9,8 +9,8 @@ import torch
 from madd.data.datamodule import DefectDataModule
 from madd.data.records import DatasetIndex, Record
 from madd.errors import DataError, MaddConfigError
-from madd.transfer.gini import gini
-from madd.transfer.rebalance import RebalancedDataset, rebalance_plan, rebalanced_counts, subset_select
+from madd.data.gini import gini
+from madd.data.rebalance import RebalancedDataset, rebalance_plan, rebalanced_counts, subset_select
 
 torch.set_num_threads(1)  # tiny ops: one thread is the fastest on a shared machine
 

@@ -1,5 +1,8 @@
 """Label-space-conditioned subset selection and rebalancing of a source dataset (RTLAOI-DD sections 2.4-2.5).
 
+A transfer method that works on records and datasets only, so it lives in the data layer, which applies it
+(``data.source_rebalance``); :mod:`madd.transfer` uses it from here.
+
 Subset selection (2.4): keep only the source samples whose label maps into the target label space. That is
 :func:`madd.data.sources.map_labels` (the data module's source split already does it, with ``label_mapping``);
 :func:`subset_select` is the same call under the paper's name.
@@ -37,7 +40,7 @@ from madd.data.dataset import boxes_from_mask
 from madd.data.records import DatasetIndex, Record
 from madd.data.sources import map_labels
 from madd.errors import MaddConfigError
-from madd.transfer.gini import gini
+from madd.data.gini import gini
 
 log = logging.getLogger(__name__)
 
