@@ -12,7 +12,7 @@ from conftest import TINY_DATA, compose_config
 from hydra.utils import instantiate
 
 from madd.compression.measure import count_params
-from madd.compression.phase3 import phase3_options, run_phase3
+from madd.models.madd.phase3 import phase3_options, run_phase3
 from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone
 from madd.models.classifier import ImageClassifier

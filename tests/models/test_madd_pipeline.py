@@ -165,7 +165,7 @@ def test_stage2_checkpoint_of_a_run_folder_skips_both_stages(tmp_path, data_dir)
 def test_phase3_hook_runs_after_fit_and_test_uses_its_network(tmp_path, data_dir, monkeypatch):
     import copy
 
-    import madd.compression.phase3 as phase3
+    import madd.models.madd.phase3 as phase3
 
     seen = {}
 

@@ -37,7 +37,7 @@ from madd.errors import MaddConfigError
 from madd.models.base import DefectModule
 from madd.models.class_weights import ClassWeights
 from madd.models.ema import copy_weights, ema_update
-from madd.models.madd import settings
+from madd.models.madd import phase3, settings
 from madd.models.madd.distributed import gather_rows
 from madd.models.madd.localization import BoxAP, boxes_from_anomaly_map, target_boxes
 from madd.models.madd.loss import (
@@ -276,7 +276,7 @@ class MADDModule(DefectModule):
     def run_stages(self, datamodule, build_trainer) -> None:
         """Phase 1 (TIM), unless disabled or a main-fit checkpoint is being resumed (it holds the weights)."""
         if self.cfg["phase3"]["enabled"]:
-            self._phase3_entry()  # fail before hours of training, not after
+            phase3.phase3_options(self.cfg["phase3"])  # a bad option fails before hours of training, not after
         resuming = bool((self.run_config or {}).get("ckpt_path"))
         if not self.tim_cfg["enabled"] or resuming:
             log.info("TIM skipped (%s)", "resuming from ckpt_path" if resuming else "model.tim.enabled=false")
@@ -285,25 +285,16 @@ class MADDModule(DefectModule):
 
         self.tim_summary = run_tim(self, datamodule, build_trainer)
 
-    def _phase3_entry(self):
-        try:
-            from madd.compression.phase3 import run_phase3
-        except ImportError as err:
-            raise MaddConfigError(f"model.phase3.enabled=true needs madd.compression.phase3.run_phase3, which is not "
-                                  f"available ({err}); set model.phase3.enabled=false") from None
-        return run_phase3
-
     def run_post_stages(self, datamodule, build_trainer, best_ckpt: str | None = None) -> bool:
         """Phase 3: prune student A and distil it from the teacher. Returns whether the weights changed (then the
         test must use the current weights, not the best checkpoint of the joint training)."""
         if not self.cfg["phase3"]["enabled"]:
             return False
-        run_phase3 = self._phase3_entry()
         if best_ckpt:
             from madd.transfer import load_checkpoint_state
 
             self.load_state_dict(load_checkpoint_state(best_ckpt))
-        self.student_a = run_phase3(self.student_a, self.teacher, datamodule, build_trainer, self.cfg["phase3"])
+        self.student_a = phase3.run_phase3(self.student_a, self.teacher, datamodule, build_trainer, self.cfg["phase3"])
         self.eval_network = "student_a"
         return True
 

@@ -102,7 +102,7 @@ def _merge(path: str, given: Mapping | None, default: Mapping) -> dict:
 
 def resolve(section: str, given: Mapping | None) -> dict:
     """``given`` merged over the section's defaults (recursively)."""
-    if section == "phase3":  # the options belong to madd.compression.phase3, which checks them
+    if section == "phase3":  # the options belong to madd.models.madd.phase3, which checks them
         return {**DEFAULTS["phase3"], **dict(given or {})}
     cfg = _merge(section, given, DEFAULTS[section])
     if section == "loss_weights":

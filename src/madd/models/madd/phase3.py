@@ -31,6 +31,7 @@ from torch import nn
 
 from madd.compression.l1_pruning import L1FilterPruning
 from madd.errors import MaddConfigError
+from madd.models.distillation import DistillationModule
 
 #: Phase-3 options and their defaults (every key may be overridden by ``cfg``).
 DEFAULTS: dict[str, Any] = {
@@ -80,8 +81,6 @@ def run_phase3(
         build_trainer: ``build_trainer(stage_name, **trainer_overrides) -> Trainer`` (the pipeline's factory).
         cfg: the phase-3 options (:data:`DEFAULTS`).
     """
-    from madd.models.distillation import DistillationModule
-
     opts = phase3_options(cfg)
     device = next(student.parameters()).device
     optimizer = opts["optimizer"] or functools.partial(torch.optim.AdamW, lr=opts["lr"], weight_decay=opts["weight_decay"])
