@@ -156,7 +156,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate_clear(cfg.data, _convert_="all")
     model = instantiate_clear(cfg.model, _convert_="partial")
     if cfg.get("transfer_from"):  # RTLAOI-DD 2.6: a source run's backbone; heads keep their initialisation
-        from madd.transfer.backbone_transfer import init_from_checkpoint
+        from madd.models.backbone_transfer import init_from_checkpoint
 
         init_from_checkpoint(model, cfg.transfer_from, cfg.get("transfer_freeze_stages") or 0)
     if resume is not None:
@@ -189,11 +189,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _deploy_cost(model, cfg: DictConfig) -> dict[str, float] | None:
     """Table 5's parameters, FLOPs and FPS of the deployed network; bookkeeping must not fail a finished run."""
+    from madd.data.dataset import input_shape
     from madd.deploy.cost import deploy_cost
-    from madd.deploy.export import input_shape
 
     try:
-        return deploy_cost(model, input_shape({"data": OmegaConf.to_container(cfg.data, resolve=True)}))
+        return deploy_cost(model, input_shape(OmegaConf.to_container(cfg.data, resolve=True)))
     except Exception as err:  # noqa: BLE001 - any model the pipeline trains; the metrics are already safe
         log.warning("deploy cost (params/FLOPs/FPS) not measured: %s: %s", type(err).__name__, err)
         return None

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from madd.checkpoint import read_checkpoint
 from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone, Normalize
-from madd.transfer.backbone_transfer import (
+from madd.models.backbone_transfer import (
     canonical_key,
     find_backbone_prefixes,
     load_checkpoint_state,

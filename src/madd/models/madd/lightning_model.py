@@ -34,6 +34,7 @@ from torch import nn
 
 from madd.data.augment import build_augmentation
 from madd.errors import MaddConfigError
+from madd.models.backbone_transfer import load_checkpoint_state
 from madd.models.base import DefectModule
 from madd.models.class_weights import ClassWeights
 from madd.models.ema import copy_weights, ema_update
@@ -291,8 +292,6 @@ class MADDModule(DefectModule):
         if not self.cfg["phase3"]["enabled"]:
             return False
         if best_ckpt:
-            from madd.transfer import load_checkpoint_state
-
             self.load_state_dict(load_checkpoint_state(best_ckpt))
         self.student_a = phase3.run_phase3(self.student_a, self.teacher, datamodule, build_trainer, self.cfg["phase3"])
         self.eval_network = "student_a"

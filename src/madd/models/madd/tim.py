@@ -38,8 +38,7 @@ from madd.models.classifier import ImageClassifier
 from madd.models.madd.distributed import gather_rows
 from madd.models.madd.torch_model import MADDNet
 from madd.checkpoint import load_file
-from madd.transfer import load_checkpoint_state, transfer_backbone
-from madd.transfer.backbone_transfer import tensor_state
+from madd.models.backbone_transfer import load_checkpoint_state, tensor_state, transfer_backbone
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from madd.checkpoint import load_file
 from madd.errors import MaddConfigError
+from madd.models.backbones import Backbone
 
 # MobileNetV2 ``features`` indices per madd Backbone group (see madd.models.backbones.Backbone).
 _MOBILENET_GROUPS = [("stem", range(0, 2)), ("stages.0", range(2, 4)), ("stages.1", range(4, 7)),
@@ -173,8 +174,6 @@ def find_backbone_prefixes(keys) -> list[str]:
 
 
 def _target_prefixes(target: nn.Module) -> list[str]:
-    from madd.models.backbones import Backbone
-
     found = [n for n, m in target.named_modules() if isinstance(m, (Backbone, *_BACKBONE_TYPES))]
     outer = [n for n in found if not any(q != n and (q == "" or n.startswith(q + ".")) for q in found)]
     return [n + "." if n else "" for n in outer]
