@@ -66,18 +66,23 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _hydra_command(name: str, argv: Sequence[str]) -> None:
+def _hydra_command(name: str, argv: Sequence[str], conf: Path, prog: str) -> None:
+    """``@hydra.main`` over :mod:`madd.tasks`' function of ``name`` with ``conf``, run on ``argv``."""
     import hydra
 
     from madd import tasks
     from madd.cli import run_hydra
 
     task_name, config_name = HYDRA_COMMANDS[name]
-    conf = config_dir()
     os.environ.setdefault("PROJECT_ROOT", str(conf.parent))
     task: Callable = getattr(tasks, task_name)
-    sys.argv = [f"madd {name}", *argv]  # Hydra reads its overrides and flags from sys.argv
+    sys.argv = [prog, *argv]  # Hydra reads its overrides and flags from sys.argv
     run_hydra(hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(task))
+
+
+def run_script(name: str, root: Path) -> None:
+    """A root script (``python train.py ...``): the Hydra command ``name`` on ``root/conf``, runs rooted at ``root``."""
+    _hydra_command(name, sys.argv[1:], root / "conf", sys.argv[0])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -87,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     name, rest = args[0], args[1:]
     if name in HYDRA_COMMANDS:
-        _hydra_command(name, rest)
+        _hydra_command(name, rest, config_dir(), f"madd {name}")
     elif name in MODULE_COMMANDS:
         from madd.errors import config_error_cause
 
