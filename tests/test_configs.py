@@ -118,3 +118,13 @@ def test_missing_required_value_fails_before_any_work(tmp_path):
     assert "data.target is required but not set" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "data").exists()  # no data generated
     assert not list((tmp_path / "logs").rglob("*.ckpt")) and not list((tmp_path / "logs").rglob("metrics.csv"))
+
+
+def test_madd_defaults_are_the_measured_recipe_and_the_paper_path_is_one_override(tmp_path, data_dir):
+    """docs/results.md measured these two against each other: the defaults, and the paper's pseudo-label path."""
+    model = compose_config(["experiment=madd_awdd"], tmp_path, data_dir).model
+    assert (model.teacher_sync.mode, model.joint.pseudo_label_view, model.joint.attention_weighting) == \
+        ("ema", "strong", "normalised")
+    paper = compose_config(["experiment=ablation/paper_pseudo_labels"], tmp_path, data_dir).model
+    assert (paper.teacher_sync.mode, paper.teacher_sync.every_n_epochs, paper.joint.pseudo_label_view,
+            paper.joint.attention_weighting) == ("copy", 5, "mild", "raw")

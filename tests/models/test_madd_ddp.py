@@ -48,7 +48,7 @@ def test_ddp_gathers_bank_and_statistics_and_syncs_teacher_once(tmp_path, data_d
         ["experiment=madd_awdd", "trainer=ddp_sim", *TINY_DATA, *TINY_SOURCE, "data.image_size=32",
          "data.source_batch_size=4", "model/backbone=mobilenet_v2", "model.tim.enabled=false", "trainer.max_epochs=2",
          "trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test=false",
-         "model.teacher_sync.every_n_epochs=1", "model.mapom.dynamic_threshold=false", "model.mapom.fixed_tau=0.01",
+         "model.teacher_sync.mode=copy", "model.teacher_sync.every_n_epochs=1", "model.mapom.dynamic_threshold=false", "model.mapom.fixed_tau=0.01",
          "model.memory_bank.admission_margin=0.0", "~callbacks.model_summary",
          "+callbacks.recorder._target_=test_madd_ddp.RankRecorder", f"+callbacks.recorder.out_dir={tmp_path}"],
         tmp_path, data_dir)

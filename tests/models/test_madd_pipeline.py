@@ -38,8 +38,10 @@ def _cfg(tmp_path, data_dir, *extra):
 
 
 def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
+    # copy sync: the teacher stays stage 2's network within the first epoch (an EMA teacher moves every step)
     cfg = _cfg(tmp_path, data_dir, "trainer.max_epochs=1", "model.tim.stage1.enabled=true",
-               "model.tim.stage1.max_epochs=1", "model.tim.stage2.max_epochs=1", "model.tim.stage2.freeze_stages=3")
+               "model.tim.stage1.max_epochs=1", "model.tim.stage2.max_epochs=1", "model.tim.stage2.freeze_stages=3",
+               "model.teacher_sync.mode=copy")
     metrics = train(cfg)
     for key in ("test/mAP", "test/DR", "test/FAR", "test/f1", "test/pixel_auroc", "test/pixel_f1", "test/box_mAP50"):
         assert key in metrics and math.isfinite(metrics[key]), key

@@ -62,7 +62,7 @@ def test_checkpoint_roundtrip_of_adaptive_state_weights_only(tmp_path):
 
 def test_resume_from_last_ckpt_matches_uninterrupted_run(tmp_path, data_dir):
     common = ["model.tim.enabled=false", "trainer.max_epochs=3", "trainer.deterministic=true",
-              "model.teacher_sync.every_n_epochs=2"]
+              "model.teacher_sync.mode=copy", "model.teacher_sync.every_n_epochs=2"]  # the sync point is resumed
     full = train(_cfg(tmp_path / "full", data_dir, *common))
     stop = ["+callbacks.stop._target_=test_madd_resume.StopAfterEpochs", "+callbacks.stop.epochs=2"]
     train(_cfg(tmp_path / "part", data_dir, *common, "test=false", *stop))

@@ -71,7 +71,7 @@ class AttentionWeightedPseudoLabelLoss(nn.Module):
     ``normalise_attention=True`` (a departure, ``model.joint.attention_weighting=normalised``) divides the
     attention weights by their mean over the kept images: ``A`` still ranks the images, but the term keeps the
     scale of a plain pseudo-label cross-entropy instead of shrinking by the map's mean level (measured on
-    synthetic AWDD: mean(A) of about 0.1-0.3 left ``L_ssl`` at a twentieth of ``L_ce``).
+    synthetic AWDD: mean(A) of about 0.1-0.3 left ``L_ssl`` at a tenth of ``L_ce`` or less).
     """
 
     def __init__(self, normalise_attention: bool = False) -> None:
