@@ -78,7 +78,7 @@ def flops_by_part(module, net, image: torch.Tensor) -> dict[str, int]:
     layers = {name.split(".decoder.")[1]: int(sum(ops.values())) for name, ops in counts.items()
               if re.search(r"\.decoder\.(up\.\d+|out)$", name)}
     total = int(counter.get_total_flops())
-    classify = count_flops(module.eval_net, image)
+    classify = count_flops(module.model.eval_net, image)
     return {"flops": total, "classify": classify, "decoder": int(decoder), "map_rest": total - classify - decoder,
             "decoder_layers": layers}
 
@@ -91,9 +91,10 @@ def graph_cost(module, size: int) -> dict[str, float]:
     shape = (3, size, size)
     net = deploy_model(module, shape)
     image = torch.rand(1, *shape)
-    row = {"params": used_parameter_count(net, image), "classify_params": used_parameter_count(module.eval_net, image),
-           "decoder_params": count_params(module.decoder), "has_map": float(net.has_map),
-           "decoder_input": (module.decoder_stage, module.student_a.backbone.stage_channels[module.decoder_stage])}
+    row = {"params": used_parameter_count(net, image), "classify_params": used_parameter_count(module.model.eval_net, image),
+           "decoder_params": count_params(module.model.decoder), "has_map": float(net.has_map),
+           "decoder_input": (module.model.decoder_stage,
+                             module.student_a.backbone.stage_channels[module.model.decoder_stage])}
     row.update(flops_by_part(module, net, image))
     return {**row, "net": net}
 
@@ -160,7 +161,7 @@ def main(argv=None) -> None:
         module = build_madd(overrides, args.size, data_dir)
         row = graph_cost(module, args.size)
         nets[name] = row.pop("net")
-        nets[f"{name} classification"] = module.eval_net  # the same student A, without the anomaly-map path
+        nets[f"{name} classification"] = module.model.eval_net  # the same student A, without the anomaly-map path
         rows[name] = row
     times = interleaved_latency(nets, (3, args.size, args.size), args.threads, args.repeats, args.min_run_time)
     lite_name = next(n for n in BACKBONES if n != REFERENCE)

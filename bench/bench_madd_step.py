@@ -76,14 +76,7 @@ def _batches(cfg, model, n: int, device):
 
 def _madd_round(model, batches, val, device) -> list[float]:
     model = model.to(device)
-    model.eval()
-    with torch.no_grad():  # the meta-learner's validation cache, as on_train_start builds it
-        model._val_parts = {}
-        for b in val:
-            model(b["image"])
-            model.anomaly_map(b["image"])
-            model._collect_val_cache(b)
-        model.val_cache = {k: torch.cat(v) for k, v in model._val_parts.items()}
+    model.val_cache = model.meta_validation_cache(val)  # as on_train_start builds it
     model.train()
     timer = _StepTimer()
     trainer = L.Trainer(accelerator=device.type, devices=1, max_epochs=1, limit_val_batches=0, logger=False,
@@ -97,10 +90,10 @@ def _plain_round(model, batches, device) -> list[float]:
     """The same network passes and backward as a MADD step, nothing else."""
     a = copy.deepcopy(model.student_a).to(device).train()
     teacher = copy.deepcopy(model.teacher).to(device).eval()
-    decoder = copy.deepcopy(model.decoder).to(device).train()
-    base, mild, strong = model.base_augment, model.mild_view, model.strong_view
+    decoder = copy.deepcopy(model.model.decoder).to(device).train()
+    base, mild, strong = model.model.base_augment, model.model.mild_view, model.model.strong_view
     opt = torch.optim.AdamW([*a.parameters(), *decoder.parameters()], lr=1e-3)
-    stage = model.decoder_stage
+    stage = model.model.decoder_stage
     times = []
     for batch in batches:
         if device.type == "cuda":

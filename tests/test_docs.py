@@ -71,3 +71,26 @@ def test_docs_build_strict(tmp_path):
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     assert (site / "index.html").is_file()
     assert (site / "methods" / "madd" / "index.html").is_file()
+
+
+def _table(markdown: str, header: str) -> list[str]:
+    lines = markdown.splitlines()
+    start = lines.index(header)
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+def test_madd_code_map_names_every_file_of_the_method_folder():
+    """The method folder's README table (paper component -> file -> equations) is the one on the docs page, and it
+    names every module of ``src/madd/models/madd/``."""
+    header = "| paper component | file | equations |"
+    folder = REPO / "src" / "madd" / "models" / "madd"
+    in_folder = _table((folder / "README.md").read_text(), header)
+    assert in_folder == _table((REPO / "docs" / "methods" / "madd.md").read_text(), header)
+    named = set(re.findall(r"`(\w+\.py)`", "\n".join(in_folder)))
+    modules = {p.name for p in folder.glob("*.py")} - {"__init__.py"}
+    assert named == modules, f"missing from the table: {sorted(modules - named)}, gone: {sorted(named - modules)}"

@@ -105,7 +105,7 @@ def test_rank_the_trained_checkpoint(main_run, data_dir, tmp_path):
     _, run_dir = main_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     run = tmp_path / "rank"
-    _run("rank_checkpoints.py", f"checkpoints=[{ckpt},random:resnet18]", "backbone_prefix=teacher.backbone.",
+    _run("rank_checkpoints.py", f"checkpoints=[{ckpt},random:resnet18]", "backbone_prefix=model.teacher.backbone.",
          *[o for o in TINY_DATA if o.startswith(("data.target.", "data.label_budget."))], "image_size=32",
          "threads=1", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.run.dir={run}")
     table = pd.read_csv(run / "transferability.csv")

@@ -91,7 +91,7 @@ def check_resume_checkpoint(path: str | os.PathLike, model_config: Mapping[str, 
 def check_checkpoint_fits(path: str | os.PathLike, ckpt: Mapping[str, Any], module: nn.Module) -> None:
     """Every tensor of ``ckpt['state_dict']`` has its place, with the same shape, in the built ``module``."""
     own = module.state_dict()
-    state = ckpt["state_dict"]
+    state = current_layout(module, ckpt["state_dict"])
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     resized = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
@@ -136,14 +136,26 @@ def example_input(config: Mapping[str, Any] | None, batch: int = 1) -> torch.Ten
     return torch.rand(batch, *input_shape((config or {}).get("data")))
 
 
-def fit_pruned_shapes(module: nn.Module, state_dict: Mapping[str, torch.Tensor], image: torch.Tensor) -> None:
-    """Shrink each top-level network of ``module`` whose convolutions are narrower in ``state_dict``."""
+def current_layout(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """``state_dict`` in ``module``'s key layout: a module whose layout changed renames the keys of its earlier
+    checkpoints (``upgrade_state_dict``, e.g. MADD's networks moved under ``model.``); others keep them."""
+    upgrade = getattr(module, "upgrade_state_dict", None)
+    return upgrade(state_dict) if callable(upgrade) else state_dict
+
+
+def fit_pruned_shapes(module: nn.Module, state_dict: Mapping[str, torch.Tensor], image: torch.Tensor,
+                      prefix: str = "") -> None:
+    """Shrink each top-level network of ``module`` whose convolutions are narrower in ``state_dict`` (inside a child
+    that ``holds_networks``, e.g. MADD's torch model, each of its networks)."""
     from madd.compression.physical import apply_architecture, conv_widths
 
     for name, child in module.named_children():
-        widths = conv_widths(state_dict, prefix=f"{name}.")
+        widths = conv_widths(state_dict, prefix=f"{prefix}{name}.")
         current = conv_widths(child)
         if not widths or all(current.get(k) == v for k, v in widths.items()):
+            continue
+        if getattr(child, "holds_networks", False):
+            fit_pruned_shapes(child, state_dict, image, f"{prefix}{name}.")
             continue
         try:
             apply_architecture(child, image, widths)
@@ -183,7 +195,7 @@ def load_module(path: str | os.PathLike, map_location: str | torch.device = "cpu
             f"checkpoint {path} has no `madd_config` (the run config train.py stores); it cannot be rebuilt safely"
         )
     module = build_module(config)
-    state = ckpt["state_dict"]
+    state = current_layout(module, ckpt["state_dict"])
     fit_pruned_shapes(module, state, example_input(config))
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -1,8 +1,9 @@
 """What ``train.py`` runs: build data, model, callbacks, loggers and trainer from the config; fit; test the
 best checkpoint; print the test table.
 
-Methods with extra stages (MADD's transfer initialisation) implement ``run_stages(datamodule, build_trainer)``
-on their LightningModule; it is called before the main fit with a factory for per-stage trainers.
+Methods with stages besides the main fit (MADD: TIM before it, Phase 3 after it) declare them
+(:class:`~madd.models.stage.Stage`, from ``stages()`` and ``post_stages()``); the pipeline alone builds their
+trainers, serves their training splits, fits them and skips the stages before the main fit when it resumes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import csv
 import logging
 import math
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
@@ -21,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 import madd.utils.resolvers  # noqa: F401  (registers ${len:...} and ${index_of:...})
 from madd.callbacks.interrupt import InterruptCheckpoint
 from madd.errors import MaddConfigError, RunInterrupted
+from madd.models.backbone_transfer import load_checkpoint_state
+from madd.models.stage import Stage
 from madd.reporting.run_record import write_run_record
 from madd.utils.config import check_config
 from madd.utils.instantiate import instantiate_callbacks, instantiate_clear, instantiate_loggers
@@ -102,21 +108,68 @@ def interrupted(err: SIGTERMException, trainer: L.Trainer) -> RunInterrupted:
                           getattr(err, "madd_step", trainer.global_step))
 
 
+@contextmanager
+def serving(datamodule, splits: Sequence[str]) -> Iterator[None]:
+    """The data module serves ``splits`` for training (one stage), then its previous splits again."""
+    previous = list(datamodule.train_splits)
+    datamodule.train_splits = list(splits)
+    try:
+        yield
+    finally:
+        datamodule.train_splits = previous
+
+
+def run_stage(cfg: DictConfig, stage: Stage, datamodule) -> Any:
+    """Fit one declared stage with its own trainer (checkpoints in ``<output_dir>/<stage.name>/checkpoints``) on its
+    training splits; return ``stage.finish(module, best checkpoint or "")``."""
+    trainer = build_trainer(cfg, stage=stage.name, **stage.trainer)
+    if stage.callbacks is not None:
+        trainer.callbacks[0:0] = list(stage.callbacks(trainer))
+    with serving(datamodule, stage.splits or stage.module.train_splits()):
+        trainer.fit(stage.module, datamodule=datamodule)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best and Path(best).is_file():
+        log.info("stage %s: best checkpoint %s", stage.name, best)
+    else:
+        best = ""
+    return stage.finish(stage.module, best)
+
+
+def _run_stages(cfg: DictConfig, model, datamodule, trainer: L.Trainer, wall: dict[str, float]) -> bool:
+    """The method's declared stages before the main fit (skipped when resuming it: its checkpoint holds their
+    result), the main fit, then the stages after it, from the main fit's best weights. Returns whether stages after
+    the fit changed the weights (then the test uses the current weights, not the fit's best checkpoint). Wall times
+    go to ``wall``: ``stages`` (before the fit) and ``fit`` (the fit and the stages after it)."""
+    tic = time.perf_counter()
+    if hasattr(model, "stages"):
+        if cfg.get("ckpt_path"):
+            log.info("%s: stages before the main fit skipped (resuming from ckpt_path)", type(model).__name__)
+        else:
+            for stage in model.stages():
+                run_stage(cfg, stage, datamodule)
+    wall["stages"] = time.perf_counter() - tic
+    if not cfg.get("train", True):
+        return False
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    if not hasattr(model, "post_stages"):
+        return False
+    fit_best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if fit_best:  # the stages after the fit start from its best weights (a declaration reads them)
+        model.load_state_dict(load_checkpoint_state(fit_best))
+    ran = False
+    for stage in model.post_stages():
+        run_stage(cfg, stage, datamodule)
+        ran = True
+    return ran
+
+
 def _fit_and_test(cfg: DictConfig, model, datamodule, trainer: L.Trainer) -> tuple[dict[str, float], dict]:
-    """The method's stages, the main fit, its post-fit stages and the test; metrics and wall times."""
+    """The method's stages around the main fit, then the test; metrics and wall times."""
     tic = time.perf_counter()  # stage wall times go to metrics.json (domain adaptation time = stages + fit)
-    if hasattr(model, "run_stages"):
-        model.run_stages(datamodule, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw))
-    wall = {"stages": time.perf_counter() - tic}
-    post_changed = False  # a post-fit stage (MADD's Phase 3) replaced the weights: test those, not the best ckpt
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-        if hasattr(model, "run_post_stages"):
-            fit_best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            post_changed = model.run_post_stages(
-                datamodule, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw), fit_best or None)
-    wall["fit"] = time.perf_counter() - tic - wall["stages"]
-    wall["adaptation"] = wall["stages"] + wall["fit"]
+    wall: dict[str, float] = {}
+    post_changed = _run_stages(cfg, model, datamodule, trainer, wall)
+    wall["adaptation"] = time.perf_counter() - tic
+    wall["fit"] = wall["adaptation"] - wall["stages"]
     metrics: dict[str, float] = {}
     monitor = _monitor(trainer)
     if monitor and monitor in trainer.callback_metrics:

@@ -12,12 +12,12 @@ from conftest import TINY_DATA, compose_config
 from hydra.utils import instantiate
 
 from madd.compression.measure import count_params
-from madd.models.madd.phase3 import phase3_options, run_phase3
+from madd.models.madd.phase3 import phase3_options, phase3_stage
 from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone
 from madd.models.classifier import ImageClassifier
 from madd.models.distillation import DistillationLoss, DistillationModule, SoftTargetLoss
-from madd.pipeline import build_trainer
+from madd.pipeline import run_stage
 
 
 
@@ -70,8 +70,9 @@ def test_phase3_prunes_and_distils_without_touching_its_inputs(tmp_path, data_di
     teacher = ImageClassifier(Backbone("resnet18"), datamodule.num_classes)
     student = copy.deepcopy(teacher)
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    small = run_phase3(student, teacher, datamodule, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw),
-                       {"rounds": 2, "epochs": 1, "latency": False, "kd_splits": ["target_labeled", "target_unlabeled"]})
+    stage = phase3_stage(student, teacher, datamodule, {"rounds": 2, "epochs": 1, "latency": False,
+                                                        "kd_splits": ["target_labeled", "target_unlabeled"]})
+    small = run_stage(cfg, stage, datamodule)
     assert count_params(small) < 0.6 * count_params(student)
     assert small(torch.rand(2, 3, 48, 48)).shape == (2, datamodule.num_classes)
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())  # input untouched

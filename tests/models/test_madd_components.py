@@ -24,7 +24,7 @@ from madd.models.madd.rcsm import (
     defect_cells,
     masked_input,
 )
-from madd.models.madd.torch_model import DomainAdaptiveAdapter, MADDNet, ReconstructionDecoder, _split_stride
+from madd.models.madd.networks import DomainAdaptiveAdapter, MADDNet, ReconstructionDecoder, _split_stride
 from madd.models.madd.views import MODALITIES, RandomCTArtifacts, build_mild_view, build_strong_view
 
 
@@ -368,7 +368,7 @@ class _FakeModel:
 def test_teacher_sync_every_n_epochs_at_epoch_start_and_ema_mode():
     from types import SimpleNamespace
 
-    from madd.callbacks.teacher_sync import TeacherSync
+    from madd.models.madd.callbacks import TeacherSync
 
     model, cb = _FakeModel(), TeacherSync(every_n_epochs=5)
     synced_at = []
@@ -390,7 +390,7 @@ def test_teacher_sync_every_n_epochs_at_epoch_start_and_ema_mode():
 def test_loss_weight_adapter_reads_val_f1_and_updates_the_model():
     from types import SimpleNamespace
 
-    from madd.callbacks.loss_weights import LossWeightAdapter
+    from madd.models.madd.callbacks import LossWeightAdapter
 
     model, cb = _FakeModel(), LossWeightAdapter(step=0.1)
     trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/f1": torch.tensor(0.40)})
@@ -433,7 +433,7 @@ def test_pseudo_label_loss_class_weight():
 
 
 def test_frozen_bn_statistics_normalises_by_batch_but_keeps_running_stats():
-    from madd.models.madd.lightning_model import frozen_bn_statistics
+    from madd.models.madd.networks import frozen_bn_statistics
 
     bn = torch.nn.BatchNorm2d(2).train()
     x = torch.randn(4, 2, 3, 3) * 5 + 3
@@ -455,7 +455,7 @@ def test_source_images_move_running_statistics_only_when_shared(source_bn):
     target, source = torch.rand(4, 3, 32, 32), torch.rand(2, 3, 32, 32) * 3 + 2  # another domain
     reference = MADDNet(Backbone("resnet18"), 3)
     reference.load_state_dict(model.student_a.state_dict())
-    out = model._student_a_pass(torch.cat([target, source]), n_source=2)
+    out = model.model.student_a_pass(torch.cat([target, source]), n_source=2)
     assert out.logits.shape == (6, 3) and [s.shape[0] for s in out.stages] == [6] * 4
     ref_target = reference.train().forward_features(target)
     bn, ref_bn = model.student_a.backbone.stages[0][0].bn1, reference.backbone.stages[0][0].bn1
@@ -479,8 +479,8 @@ def test_pseudo_label_term_trains_the_configured_view(view):
     passes, seen = [], {}
     forward = model.student_a.forward_features
     model.student_a.forward_features = lambda x: passes.append(forward(x)) or passes[-1]
-    ssl = model.loss_ssl.forward
-    model.loss_ssl.forward = lambda logits, *a: seen.setdefault("logits", logits) is None or ssl(logits, *a)
+    ssl = model.model.loss_ssl.forward
+    model.model.loss_ssl.forward = lambda logits, *a: seen.setdefault("logits", logits) is None or ssl(logits, *a)
     g = torch.Generator().manual_seed(0)
     def split(n):
         return {"image": torch.rand(n, 3, 32, 32, generator=g), "label": torch.randint(0, 3, (n,), generator=g),

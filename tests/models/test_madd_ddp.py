@@ -28,13 +28,13 @@ class RankRecorder(L.Callback):
         self.admitted_here += self.rows.pop("bank_admitted_here")
 
     def on_train_end(self, trainer, pl_module) -> None:
-        bank = pl_module.bank
+        bank = pl_module.model.bank
         teacher = torch.cat([p.detach().flatten() for p in pl_module.teacher.parameters()])
         record = {"seen": self.seen, "rows": self.rows, "admitted_here": self.admitted_here,
                   "bank_index": bank.sample_index.tolist(),
                   "bank_added": int(bank.num_added), "bank_sum": float(bank.features.sum()),
-                  "syncs": int(pl_module.teacher_syncs), "teacher_sum": float(teacher.double().sum()),
-                  "prototype_sum": float(pl_module.prototype.prototype.sum())}
+                  "syncs": int(pl_module.model.teacher_syncs), "teacher_sum": float(teacher.double().sum()),
+                  "prototype_sum": float(pl_module.model.prototype.prototype.sum())}
         with open(f"{self.out_dir}/rank{trainer.global_rank}.json", "w") as f:
             json.dump(record, f)
 

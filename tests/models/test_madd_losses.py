@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from madd.callbacks.loss_weights import adjust_weights
+from madd.models.madd.callbacks import adjust_weights
 from madd.losses import coral_loss
 from madd.models.madd.loss import (
     PAPER_WEIGHTS,

@@ -15,10 +15,8 @@ from madd.models.backbones import Backbone
 from madd.deploy.cost import record_cost
 from madd.errors import MaddConfigError
 from madd.models.madd.evaluate_tim import evaluate_tim_stage
-from madd.models.madd.tim import run_tim
-from madd.pipeline import build_trainer
 from madd.models.madd.tim import STAGE1, STAGE2, SourcePretraining, best_stage2_checkpoint, load_stage2_network
-from madd.pipeline import build_trainer, train
+from madd.pipeline import run_stage, train
 from madd.utils.instantiate import instantiate_clear as instantiate
 
 NAMES = ["good", "crack", "pore", "edge_burn", "incomplete_weld"]
@@ -57,7 +55,7 @@ def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
     s2best = torch.load(best2, map_location="cpu", weights_only=True)["state_dict"]
     for k, v in s2best.items():
         if k.startswith("net.") and "num_batches_tracked" not in k:
-            torch.testing.assert_close(state["teacher." + k[4:]], v, rtol=0, atol=0)
+            torch.testing.assert_close(state["model.teacher." + k[4:]], v, rtol=0, atol=0)
     # stage 2 froze the stem and the first two stages: those weights are stage 1's, unchanged
     frozen = [k for k in s2best if k.startswith(("net.backbone.stem.", "net.backbone.stages.0.",
                                                  "net.backbone.stages.1.")) and k.endswith("weight")]
@@ -65,9 +63,10 @@ def test_end_to_end_with_both_tim_stages(tmp_path, data_dir):
     for k in frozen:
         torch.testing.assert_close(s2best[k], s1["state_dict"][k])
     # everything adaptive is in the checkpoint
-    for key in ("loss_weights", "tau_prev", "teacher_syncs", "last_val_f1", "bank.features", "bank.labels",
-                "bank.ptr", "prototype.prototype", "meta_learner.net.0.weight", "decoder.out.weight"):
-        assert key in state, key
+    for key in ("loss_weights", "tau_prev", "teacher_syncs", "bank.features", "bank.labels", "bank.ptr",
+                "prototype.prototype", "meta_learner.net.0.weight", "decoder.out.weight"):
+        assert "model." + key in state, key
+    assert "last_val_f1" in state
     assert set(main["madd_state"]) == {"tau_history", "val_cache"}
     assert len(main["madd_state"]["tau_history"]) == 1 and 0.5 <= main["madd_state"]["tau_history"][0] <= 0.9
     assert float(state["last_val_f1"]) >= 0  # the weight callback saw the validation F1
@@ -98,8 +97,9 @@ def test_stage1_off_sends_the_pretrained_backbone_straight_to_stage2(tmp_path, d
     model = instantiate(cfg.model, _convert_="partial")
     dm = instantiate(cfg.data, _convert_="all")
     dm.train_splits = list(model.train_splits())
-    trainer_for = lambda stage, **kw: build_trainer(cfg, stage=stage, **kw)  # noqa: E731
-    summary = run_tim(model, dm, trainer_for)
+    for stage in model.stages():
+        run_stage(cfg, stage, dm)
+    summary = model.tim_summary
     assert summary["stage1"] == {"checkpoint": None, "trained": False}
     assert summary["transfer"]["mismatched"] == 0 and summary["transfer"]["missing"] == 0
     assert not (tmp_path / "out" / "tim_stage1_source").exists() and (tmp_path / "out" / "tim_stage2_target").exists()
@@ -118,7 +118,8 @@ def test_stage1_checkpoint_skips_stage1_and_keeps_head_only_for_same_classes(tmp
         dm = instantiate(cfg.data, _convert_="all")
         model = instantiate(cfg.model, _convert_="partial")
         dm.train_splits = model.train_splits()
-        model.run_stages(dm, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw))
+        for stage in model.stages():
+            run_stage(cfg, stage, dm)
         results[name] = model.tim_summary
         out = tmp_path / name / "out"
         assert not (out / STAGE1).exists() and (out / STAGE2 / "checkpoints" / "last.ckpt").is_file()
@@ -147,7 +148,7 @@ def test_stage2_checkpoint_of_a_run_folder_skips_both_stages(tmp_path, data_dir)
     cfg = _cfg(tmp_path / "job", data_dir, f"model.tim.stage2_ckpt={run}")
     dm = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, _convert_="partial")
-    model.run_stages(dm, lambda stage, **kw: build_trainer(cfg, stage=stage, **kw))
+    assert list(model.stages()) == []  # nothing to fit
     assert model.tim_summary == {"stage2": {"checkpoint": str(ckpts / "epoch_007.ckpt"), "trained": False}}
     assert not (tmp_path / "job" / "out" / STAGE1).exists() and not (tmp_path / "job" / "out" / STAGE2).exists()
     for net in (model.student_a, model.teacher):
@@ -164,24 +165,34 @@ def test_stage2_checkpoint_of_a_run_folder_skips_both_stages(tmp_path, data_dir)
         load_stage2_network(model, tmp_path / "typo")
 
 
-def test_phase3_hook_runs_after_fit_and_test_uses_its_network(tmp_path, data_dir, monkeypatch):
+def test_phase3_stage_runs_after_fit_and_test_uses_its_network(tmp_path, data_dir, monkeypatch):
     import copy
 
     import madd.models.madd.phase3 as phase3
 
     seen = {}
+    real_stage = phase3.phase3_stage
 
-    def fake_phase3(student, teacher, datamodule, build_trainer, cfg):
+    def fake_phase3(student, teacher, datamodule, cfg):
         seen.update(student=student, teacher=teacher, cfg=dict(cfg))
-        small = copy.deepcopy(student)
-        with torch.no_grad():
-            small.head.bias.zero_()
-            small.head.bias[1] = 100.0  # always "crack": makes the replaced network visible in the test metrics
-        return small
+        stage = real_stage(student, teacher, datamodule, {**cfg, "rounds": 1, "epochs": 1, "latency": False})
 
-    monkeypatch.setattr(phase3, "run_phase3", fake_phase3)
+        def always_crack(module, best):
+            seen["pruned"] = stage_finish(module, best)  # the real stage ran: its pruned student came back
+            small = copy.deepcopy(student)
+            with torch.no_grad():
+                small.head.bias.zero_()
+                small.head.bias[1] = 100.0  # always "crack": makes the replaced network visible in the test metrics
+            return small
+
+        stage_finish, stage.finish = stage.finish, always_crack
+        return stage
+
+    monkeypatch.setattr(phase3, "phase3_stage", fake_phase3)
     cfg = _cfg(tmp_path, data_dir, "model.tim.enabled=false", "trainer.max_epochs=1", "model.phase3.enabled=true",
                "+model.phase3.rate=0.5")
     metrics = train(cfg)
     assert seen["cfg"]["rate"] == 0.5 and not any(p.requires_grad for p in seen["teacher"].parameters())
+    assert sum(p.numel() for p in seen["pruned"].parameters()) < sum(p.numel() for p in seen["student"].parameters())
+    assert (tmp_path / "out" / "phase3" / "report.csv").is_file()  # the stage's own folder
     assert metrics["test/FAR"] == pytest.approx(1.0) and metrics["test/DR"] == pytest.approx(1.0)

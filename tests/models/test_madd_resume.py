@@ -40,8 +40,8 @@ class StopAfterEpochs(L.Callback):
 def test_checkpoint_roundtrip_of_adaptive_state_weights_only(tmp_path):
     cfg = {"num_classes": 3, "class_names": ["good", "a", "b"], "normal_index": 0}
     model = MADDModule(Backbone("resnet18"), **cfg)
-    model.bank.add(torch.randn(7, 512), torch.tensor([0, 1, 2, 0, 1, 2, 0]), torch.arange(7))
-    model.prototype.update(torch.ones(128), torch.tensor(2.0))
+    model.model.bank.add(torch.randn(7, 512), torch.tensor([0, 1, 2, 0, 1, 2, 0]), torch.arange(7))
+    model.model.prototype.update(torch.ones(128), torch.tensor(2.0))
     model.set_weights({**model.weights(), "beta": 0.4})
     model.sync_teacher()
     model.tau_history = [0.61, 0.72]
@@ -53,11 +53,34 @@ def test_checkpoint_roundtrip_of_adaptive_state_weights_only(tmp_path):
     fresh = MADDModule(Backbone("resnet18"), **cfg)
     fresh.load_state_dict(loaded["state_dict"])
     fresh.on_load_checkpoint(loaded)
-    assert torch.equal(fresh.bank.features, model.bank.features) and int(fresh.bank.ptr) == 7
-    assert torch.equal(fresh.prototype.prototype, torch.full((128,), 0.5)) and bool(fresh.prototype.initialized)
-    assert fresh.weights()["beta"] == pytest.approx(0.4) and int(fresh.teacher_syncs) == 1
+    assert torch.equal(fresh.model.bank.features, model.model.bank.features) and int(fresh.model.bank.ptr) == 7
+    assert torch.equal(fresh.model.prototype.prototype, torch.full((128,), 0.5)) and bool(fresh.model.prototype.initialized)
+    assert fresh.weights()["beta"] == pytest.approx(0.4) and int(fresh.model.teacher_syncs) == 1
     assert fresh.tau_history == [0.61, 0.72]
     assert torch.equal(fresh.val_cache["confidence"], model.val_cache["confidence"])
+
+
+def test_checkpoint_of_the_earlier_layout_loads(tmp_path):
+    """Before the torch model held them, the networks, bank and buffers sat at the top of the state dict
+    (``student_a.*``, ``bank.*``, ``loss_weights``): such checkpoints load unchanged (Lightning's hook, and
+    madd.checkpoint's readers through ``upgrade_state_dict``)."""
+    from madd.checkpoint import check_checkpoint_fits, current_layout
+
+    cfg = {"num_classes": 3, "class_names": ["good", "a", "b"], "normal_index": 0}
+    torch.manual_seed(0)
+    model = MADDModule(Backbone("resnet18"), **cfg)
+    model.set_weights({**model.weights(), "beta": 0.4})
+    state = model.state_dict()
+    old = {k.removeprefix("model."): v for k, v in state.items()}
+    assert "student_a.head.weight" in old and "loss_weights" in old and "last_val_f1" in old
+    fresh = MADDModule(Backbone("resnet18"), **cfg)
+    assert current_layout(fresh, old).keys() == state.keys()
+    check_checkpoint_fits("old.ckpt", {"state_dict": old}, fresh)
+    ckpt = {"state_dict": dict(old)}
+    fresh.on_load_checkpoint(ckpt)
+    fresh.load_state_dict(ckpt["state_dict"])
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+    assert fresh.weights()["beta"] == pytest.approx(0.4)
 
 
 def test_resume_from_last_ckpt_matches_uninterrupted_run(tmp_path, data_dir):
@@ -76,7 +99,7 @@ def test_resume_from_last_ckpt_matches_uninterrupted_run(tmp_path, data_dir):
     b = torch.load(last, map_location="cpu", weights_only=True)
     assert b["epoch"] == 2
     assert resumed == pytest.approx(full, abs=1e-6)
-    assert int(a["state_dict"]["teacher_syncs"]) == 1  # synced once, at the start of epoch 2 (after the resume)
+    assert int(a["state_dict"]["model.teacher_syncs"]) == 1  # synced once, at the start of epoch 2 (after the resume)
     for k, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=1e-6, msg=k)
     assert b["madd_state"]["tau_history"] == pytest.approx(a["madd_state"]["tau_history"])

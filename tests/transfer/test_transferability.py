@@ -172,3 +172,14 @@ def test_rank_checkpoints_command(tmp_path, data_dir, capsys):
         cfg.checkpoints = [str(tmp_path / "missing.ckpt")]
     with pytest.raises(MaddConfigError, match="does not exist"):
         run_ranking(cfg)
+
+
+def test_a_backbone_prefix_that_matches_nothing_names_the_prefixes_found():
+    from madd.transfer.checkpoint_ranking import backbone_prefix_of
+
+    state = {f"model.{net}.backbone.{k}": v for net in ("student_a", "teacher")
+             for k, v in Backbone("resnet18").state_dict().items()}
+    assert backbone_prefix_of(state, "model.teacher.backbone.") == "model.teacher.backbone."
+    with pytest.raises(MaddConfigError, match=r"backbone_prefix='teacher.backbone.' matches no key.*"
+                                              r"model.student_a.backbone.', 'model.teacher.backbone."):
+        backbone_prefix_of(state, "teacher.backbone.")

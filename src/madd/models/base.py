@@ -72,9 +72,10 @@ class DefectModule(L.LightningModule):
         return self(images), self.anomaly_map(images)
 
     # ----------------------------------------------------------------- evaluation
-    def _eval_step(self, batch: dict, stage: str) -> None:
+    def _eval_step(self, batch: dict, stage: str, outputs: tuple | None = None) -> None:
+        """Metrics of one batch; ``outputs``: its ``(logits, map)`` when the subclass computed them already."""
         images, target = batch["image"], batch["label"]
-        logits, amap = self.eval_outputs(images)
+        logits, amap = outputs if outputs is not None else self.eval_outputs(images)
         probs = logits.softmax(1)
         self.log(f"{stage}/loss", F.cross_entropy(logits, target), batch_size=len(target), sync_dist=True)
         metrics = self.val_metrics if stage == "val" else self.test_metrics

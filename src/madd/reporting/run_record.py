@@ -13,7 +13,7 @@
      "resume": {"ckpt_path": ..., "command": ...}} # interrupted runs: the last.ckpt and the command resuming it
 
 ``adaptation`` is the domain adaptation time (DAT): the wall time of the method's extra stages
-(``run_stages``, e.g. MADD's transfer initialisation) plus the main fit.
+(``stages()``, e.g. MADD's transfer initialisation) plus the main fit.
 
 ``test_predictions.csv``: one row per test image with ``index``, ``target``, ``pred``, ``prob_<class>`` and
 ``defect_area``, the fraction of the image the defect covers (mask pixels when the dataset has masks or

@@ -46,6 +46,9 @@ _RESNETS = {("basic", 2): "resnet18", ("basic", 6): "resnet34", ("bottleneck", 6
 
 def backbone_prefix_of(state: dict[str, torch.Tensor], prefix: str | None = None) -> str:
     """The key prefix of the single backbone in ``state`` (``prefix`` when given)."""
+    if prefix is not None and not any(k.startswith(prefix) for k in state):
+        raise MaddConfigError(f"backbone_prefix={prefix!r} matches no key of the checkpoint; its backbone prefixes: "
+                              f"{find_backbone_prefixes(state)} (a MADD checkpoint: model.teacher.backbone.)")
     prefixes = [prefix] if prefix is not None else find_backbone_prefixes(state)
     if len(prefixes) != 1:
         raise MaddConfigError(f"found backbone prefixes {prefixes} in the checkpoint; set backbone_prefix to one")

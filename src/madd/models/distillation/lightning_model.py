@@ -4,7 +4,7 @@ From any two checkpoints (``conf/model/distillation.yaml``)::
 
     python train.py experiment=distill_awdd model.teacher.path=<teacher.ckpt>
 
-or programmatically from two networks (:func:`madd.models.madd.phase3.run_phase3`).
+or programmatically from two networks (:func:`madd.models.madd.phase3.phase3_stage`).
 """
 
 from __future__ import annotations

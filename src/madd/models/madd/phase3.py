@@ -1,9 +1,9 @@
 """MADD Phase 3 (Sec. 2.8.2, "Model Optimization"): prune the trained student A, distil it from the teacher.
 
-Called by the MADD pipeline when ``model.phase3.enabled`` (``cfg`` is that ``phase3`` sub-config), and
+Declared by MADD (``post_stages``) when ``model.phase3.enabled`` (``cfg`` is that ``phase3`` sub-config), and
 usable with any two networks that map raw images to logits::
 
-    small = run_phase3(student, teacher, datamodule, build_trainer, cfg.model.phase3)
+    small = madd.pipeline.run_stage(cfg, phase3_stage(student, teacher, datamodule, cfg.model.phase3), datamodule)
 
 One ``fit`` of ``rounds * epochs`` epochs (stage ``phase3``, checkpoints in ``<output_dir>/phase3/``):
 each round zeroes ``rate`` of the alive filters by L1 norm (Li et al., :class:`L1FilterPruning`) and
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ from torch import nn
 from madd.compression.l1_pruning import L1FilterPruning
 from madd.errors import MaddConfigError
 from madd.models.distillation import DistillationModule
+from madd.models.stage import Stage
+
+STAGE = "phase3"  # the stage's output folder
 
 #: Phase-3 options and their defaults (every key may be overridden by ``cfg``).
 DEFAULTS: dict[str, Any] = {
@@ -66,19 +69,14 @@ def phase3_options(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**DEFAULTS, **given}
 
 
-def run_phase3(
-    student: nn.Module,
-    teacher: nn.Module,
-    datamodule: L.LightningDataModule,
-    build_trainer: Callable[..., L.Trainer],
-    cfg: Mapping[str, Any] | None = None,
-) -> nn.Module:
-    """Prune ``student`` in rounds while distilling it from ``teacher``; return the physically pruned student.
+def phase3_stage(student: nn.Module, teacher: nn.Module, datamodule: L.LightningDataModule,
+                 cfg: Mapping[str, Any] | None = None) -> Stage:
+    """The stage that prunes ``student`` in rounds while distilling it from ``teacher``; its result (what
+    :func:`madd.pipeline.run_stage` returns) is the physically pruned student, on the student's device, in eval mode.
 
     Args:
-        student, teacher: networks ``images (B, C, H, W) in [0, 1] -> logits (B, num_classes)``.
-        datamodule: the run's :class:`~madd.data.datamodule.DefectDataModule`.
-        build_trainer: ``build_trainer(stage_name, **trainer_overrides) -> Trainer`` (the pipeline's factory).
+        student, teacher: networks ``images (B, C, H, W) in [0, 1] -> logits (B, num_classes)`` (both copied).
+        datamodule: the run's :class:`~madd.data.datamodule.DefectDataModule` (its classes).
         cfg: the phase-3 options (:data:`DEFAULTS`).
     """
     opts = phase3_options(cfg)
@@ -89,21 +87,22 @@ def run_phase3(
         num_classes=datamodule.num_classes, class_names=datamodule.class_names, normal_index=datamodule.normal_index,
         kd_splits=list(opts["kd_splits"]), augment=opts["augment"], optimizer=optimizer,
     )
-    trainer = build_trainer("phase3", max_epochs=opts["rounds"] * opts["epochs"])
-    report_dir = opts["report_dir"] or str(Path(trainer.default_root_dir) / "phase3")
-    pruner = L1FilterPruning(
-        rate=opts["rate"], rounds=opts["rounds"], finetune_epochs=opts["epochs"], train_epochs=0,
-        module_path="student", scope=opts["scope"], include=opts["include"], exclude=opts["exclude"],
-        round_to=opts["round_to"], eval_split=opts["eval_split"], latency=opts["latency"],
-        latency_image_size=opts["latency_image_size"], report_dir=report_dir,
-    )
-    trainer.callbacks.insert(0, pruner)  # before ModelCheckpoint: masks are applied before each save
-    previous_splits = list(datamodule.train_splits)
-    datamodule.train_splits = module.train_splits()
-    try:
-        trainer.fit(module, datamodule=datamodule)
-    finally:
-        datamodule.train_splits = previous_splits
-    if pruner.pruned_network is None:
-        raise MaddConfigError("phase 3 ended before its first pruning round; check model.phase3.rounds/epochs")
-    return pruner.pruned_network.to(device).eval()
+    pruners: list[L1FilterPruning] = []
+
+    def pruning(trainer: L.Trainer) -> list[L.Callback]:
+        pruners.append(L1FilterPruning(
+            rate=opts["rate"], rounds=opts["rounds"], finetune_epochs=opts["epochs"], train_epochs=0,
+            module_path="student", scope=opts["scope"], include=opts["include"], exclude=opts["exclude"],
+            round_to=opts["round_to"], eval_split=opts["eval_split"], latency=opts["latency"],
+            latency_image_size=opts["latency_image_size"],
+            report_dir=opts["report_dir"] or str(Path(trainer.default_root_dir) / "phase3"),
+        ))
+        return pruners[-1:]
+
+    def pruned_student(module: DistillationModule, best: str) -> nn.Module:
+        if not pruners or pruners[-1].pruned_network is None:
+            raise MaddConfigError("phase 3 ended before its first pruning round; check model.phase3.rounds/epochs")
+        return pruners[-1].pruned_network.to(device).eval()
+
+    return Stage(STAGE, module, pruned_student, trainer={"max_epochs": opts["rounds"] * opts["epochs"]},
+                 callbacks=pruning)

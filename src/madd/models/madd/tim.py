@@ -22,23 +22,23 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from madd.checkpoint import load_file
 from madd.data.augment import build_augmentation
 from madd.errors import MaddConfigError
 from madd.losses import coral_loss
+from madd.models.backbone_transfer import load_checkpoint_state, tensor_state, transfer_backbone
 from madd.models.base import DefectModule
 from madd.models.class_weights import ClassWeights
 from madd.models.classifier import ImageClassifier
 from madd.models.madd.distributed import gather_rows
-from madd.models.madd.torch_model import MADDNet
-from madd.checkpoint import load_file
-from madd.models.backbone_transfer import load_checkpoint_state, tensor_state, transfer_backbone
+from madd.models.madd.networks import MADDNet
+from madd.models.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +121,6 @@ class TargetAdaptation(DefectModule):
 
 
 # ------------------------------------------------------------------------------------------ orchestration
-@contextmanager
-def _train_splits(datamodule, splits: Sequence[str]):
-    """The data module serves ``splits`` for one stage, then its previous splits again."""
-    old = list(datamodule.train_splits)
-    datamodule.train_splits = list(splits)
-    try:
-        yield
-    finally:
-        datamodule.train_splits = old
-
-
 def _stage_factories(madd, epochs: int, lr: float | None):
     opt = madd.optimizer_factory
     if opt is None:
@@ -144,7 +133,7 @@ def _stage_factories(madd, epochs: int, lr: float | None):
     return opt, sched
 
 
-def _fit_stage(module: DefectModule, name: str, stage_cfg: dict, datamodule, build_trainer: Callable):
+def _trainer_overrides(name: str, stage_cfg: Mapping) -> dict:
     epochs = int(stage_cfg["max_epochs"])
     if epochs < 1:
         raise MaddConfigError(f"model.tim.{'stage1' if name == STAGE1 else 'stage2'}.max_epochs={epochs} must be "
@@ -152,12 +141,12 @@ def _fit_stage(module: DefectModule, name: str, stage_cfg: dict, datamodule, bui
     overrides = {"max_epochs": epochs, "min_epochs": 1}
     if stage_cfg["limit_train_batches"] is not None:  # else the main trainer's setting
         overrides["limit_train_batches"] = stage_cfg["limit_train_batches"]
-    trainer = build_trainer(name, **overrides)
-    with _train_splits(datamodule, module.train_splits()):
-        trainer.fit(module, datamodule=datamodule)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best and Path(best).is_file():
-        log.info("TIM %s: best checkpoint %s", name, best)
+    return overrides
+
+
+def _result(module: DefectModule, best: str) -> tuple[dict, str]:
+    """A fitted stage's tensors: its best checkpoint's, else its last weights."""
+    if best:
         return load_checkpoint_state(best), best
     return {k: v.detach().clone() for k, v in module.state_dict().items()}, ""
 
@@ -205,7 +194,7 @@ def load_stage2_network(madd, path: str | Path) -> Path:
                               f"or its {STAGE2}/checkpoints/epoch_*.ckpt")
     file = best_stage2_checkpoint(path) if path.is_dir() else path
     try:
-        madd.load_tim_weights(_network_state(load_checkpoint_state(file)))
+        madd.model.load_networks(_network_state(load_checkpoint_state(file)))
     except RuntimeError as err:
         raise MaddConfigError(f"model.tim.stage2_ckpt={file} does not fit this model "
                               f"({str(err).splitlines()[0]} ...): give a {STAGE2} checkpoint (or run folder) of a "
@@ -213,20 +202,24 @@ def load_stage2_network(madd, path: str | Path) -> Path:
     return file
 
 
-def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
-    """Phase 1 for ``madd`` (a :class:`~madd.models.madd.MADDModule`): returns a summary dict (plain types)."""
+def tim_stages(madd) -> Iterator[Stage]:
+    """Phase 1 for ``madd`` (a :class:`~madd.models.madd.MADDModule`) as the stages the pipeline runs; each
+    stage's ``finish`` hands its network on (stage 1's backbone to stage 2, stage 2's network to the teacher and
+    both students) and records what happened in ``madd.tim_summary`` (plain types)."""
     cfg = madd.tim_cfg
+    summary = madd.tim_summary = {}
     if cfg["stage2_ckpt"]:
         file = load_stage2_network(madd, cfg["stage2_ckpt"])
         log.info("TIM skipped: teacher and students start from the stage-2 network %s", file)
-        return {"stage2": {"checkpoint": str(file), "trained": False}}
-    summary: dict = {}
+        summary["stage2"] = {"checkpoint": str(file), "trained": False}
+        return
+    student_a = madd.model.student_a
     s1 = cfg["stage1"]
     if not s1["enabled"] and not cfg["stage1_ckpt"]:
         # the pretrained (ImageNet) backbone goes straight to stage 2, without source pre-training (the pretrained
         # presets' default; stage 1 on against off has not been measured yet: docs/methods/madd.md, section "Presets
         # and sizes")
-        state, head_fits, prefix_map = madd.student_a.state_dict(), False, {"backbone.": "backbone."}
+        state, head_fits, prefix_map = student_a.state_dict(), False, {"backbone.": "backbone."}
         summary["stage1"] = {"checkpoint": None, "trained": False}
     elif cfg["stage1_ckpt"]:
         state, head_fits = _stage1_checkpoint(cfg["stage1_ckpt"], madd.class_names)
@@ -234,14 +227,16 @@ def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
         prefix_map = {cfg["stage1_prefix"]: "backbone."} if cfg["stage1_prefix"] is not None else None
     else:
         opt, sched = _stage_factories(madd, s1["max_epochs"], s1["lr"])
-        stage1 = SourcePretraining(copy.deepcopy(madd.student_a.backbone), madd.num_classes, s1["coral_weight"],
+        stage1 = SourcePretraining(copy.deepcopy(student_a.backbone), madd.num_classes, s1["coral_weight"],
                                    s1["augment"], madd.class_names, madd.normal_index, opt, sched,
-                                   madd.ce_weights.spec)
-        state, best = _fit_stage(stage1, STAGE1, s1, datamodule, build_trainer)
-        summary["stage1"] = {"checkpoint": best, "trained": True}
-        head_fits, prefix_map = True, {"net.backbone.": "backbone."}
+                                   madd.model.ce_weights.spec)
+        fitted: dict = {}
+        yield Stage(STAGE1, stage1, lambda module, best: fitted.update(zip(("state", "best"), _result(module, best))),
+                    trainer=_trainer_overrides(STAGE1, s1))
+        state, head_fits, prefix_map = fitted["state"], True, {"net.backbone.": "backbone."}
+        summary["stage1"] = {"checkpoint": fitted["best"], "trained": True}
 
-    net = copy.deepcopy(madd.student_a)
+    net = copy.deepcopy(student_a)
     report = transfer_backbone(state, net, prefix_map=prefix_map)
     head_copied = head_fits and _copy_head(state, net)
     log.info("TIM stage 1 -> 2: %s; head %s", report.summary(), "kept" if head_copied else "re-initialised")
@@ -251,8 +246,11 @@ def run_tim(madd, datamodule, build_trainer: Callable) -> dict:
     s2 = cfg["stage2"]
     opt, sched = _stage_factories(madd, s2["max_epochs"], s2["lr"])
     stage2 = TargetAdaptation(net, madd.num_classes, s2["freeze_stages"], s2["augment"], madd.class_names,
-                              madd.normal_index, opt, sched, madd.ce_weights.spec)
-    state2, best2 = _fit_stage(stage2, STAGE2, s2, datamodule, build_trainer)
-    summary["stage2"] = {"checkpoint": best2, "trained": True}
-    madd.load_tim_weights(_network_state(state2))
-    return summary
+                              madd.normal_index, opt, sched, madd.model.ce_weights.spec)
+
+    def hand_on(module: DefectModule, best: str) -> None:
+        state2, best2 = _result(module, best)
+        summary["stage2"] = {"checkpoint": best2, "trained": True}
+        madd.model.load_networks(_network_state(state2))
+
+    yield Stage(STAGE2, stage2, hand_on, trainer=_trainer_overrides(STAGE2, s2))
