@@ -181,7 +181,7 @@ def test_phase3_hook_runs_after_fit_and_test_uses_its_network(tmp_path, data_dir
 
     monkeypatch.setattr(phase3, "run_phase3", fake_phase3)
     cfg = _cfg(tmp_path, data_dir, "model.tim.enabled=false", "trainer.max_epochs=1", "model.phase3.enabled=true",
-               "+model.phase3.rate=0.5")
+               "model.phase3.rate=0.5")
     metrics = train(cfg)
     assert seen["cfg"]["rate"] == 0.5 and not any(p.requires_grad for p in seen["teacher"].parameters())
     assert metrics["test/FAR"] == pytest.approx(1.0) and metrics["test/DR"] == pytest.approx(1.0)
