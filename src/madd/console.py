@@ -44,14 +44,28 @@ MODULE_COMMANDS = {
 }
 
 
+def find_config_dir(marker: str = "train.yaml") -> Path | None:
+    """The first config folder holding ``marker`` (a path inside it), in the search order of the module docstring:
+    ``$MADD_CONFIG_DIR``, ``./conf``, the checkout's ``conf/``; ``None`` when none does. The one home of that order
+    (:func:`config_dir` and :mod:`madd.models.madd.settings` both ask here)."""
+    for folder in config_dir_candidates():
+        if (folder / marker).is_file():
+            return folder.resolve()
+    return None
+
+
+def config_dir_candidates() -> list[Path]:
+    """The folders :func:`find_config_dir` tries, in order."""
+    candidates = [Path(os.environ["MADD_CONFIG_DIR"])] if os.environ.get("MADD_CONFIG_DIR") else []
+    return candidates + [Path.cwd() / "conf", Path(__file__).resolve().parents[2] / "conf"]
+
+
 def config_dir() -> Path:
     """The config folder of the Hydra subcommands (see the module docstring); exit 2 when there is none."""
-    candidates = [Path(os.environ["MADD_CONFIG_DIR"])] if os.environ.get("MADD_CONFIG_DIR") else []
-    candidates += [Path.cwd() / "conf", Path(__file__).resolve().parents[2] / "conf"]
-    for folder in candidates:
-        if (folder / "train.yaml").is_file():
-            return folder.resolve()
-    tried = ", ".join(str(c) for c in candidates)
+    found = find_config_dir()
+    if found is not None:
+        return found
+    tried = ", ".join(str(c) for c in config_dir_candidates())
     print(f"madd error: no config folder (conf/ with train.yaml) found; tried {tried}. Run madd from the "
           "repository's folder, install it with `pip install -e .`, or set MADD_CONFIG_DIR", file=sys.stderr)
     raise SystemExit(2)

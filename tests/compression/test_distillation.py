@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_DATA, compose_config
+from conftest import CONF, TINY_DATA, compose_config
 from hydra.utils import instantiate
 
 from madd.compression.measure import count_params
@@ -86,3 +86,14 @@ def test_phase3_options_reject_unknown_keys():
     assert phase3_options({"enabled": True, "rate": 0.2})["rate"] == 0.2
     with pytest.raises(MaddConfigError, match="unknown keys"):
         phase3_options({"rounds": 3, "prune_ratio": 0.5})
+
+
+def test_phase3_options_defaults_are_the_yaml_phase3_section():
+    """Phase 3's options have one home, conf/model/madd.yaml's phase3 section (``enabled`` is the pipeline's)."""
+    from omegaconf import OmegaConf
+
+    section = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "madd.yaml").phase3)
+    assert section.pop("enabled") is False
+    assert phase3_options(None) == section
+    assert phase3_options({"enabled": True}) == section
+    assert {"rate", "rounds", "epochs", "temperature", "alpha_kd", "alpha_ce", "scope"} <= set(section)

@@ -190,7 +190,7 @@ def test_phase3_stage_runs_after_fit_and_test_uses_its_network(tmp_path, data_di
 
     monkeypatch.setattr(phase3, "phase3_stage", fake_phase3)
     cfg = _cfg(tmp_path, data_dir, "model.tim.enabled=false", "trainer.max_epochs=1", "model.phase3.enabled=true",
-               "+model.phase3.rate=0.5")
+               "model.phase3.rate=0.5")
     metrics = train(cfg)
     assert seen["cfg"]["rate"] == 0.5 and not any(p.requires_grad for p in seen["teacher"].parameters())
     assert sum(p.numel() for p in seen["pruned"].parameters()) < sum(p.numel() for p in seen["student"].parameters())

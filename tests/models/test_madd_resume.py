@@ -38,7 +38,7 @@ class StopAfterEpochs(L.Callback):
 
 
 def test_checkpoint_roundtrip_of_adaptive_state_weights_only(tmp_path):
-    cfg = {"num_classes": 3, "class_names": ["good", "a", "b"], "normal_index": 0}
+    cfg = {"num_classes": 3, "class_names": ["good", "a", "b"], "normal_index": 0, "views": {"modality": "ultrasonic"}}
     model = MADDModule(Backbone("resnet18"), **cfg)
     model.model.bank.add(torch.randn(7, 512), torch.tensor([0, 1, 2, 0, 1, 2, 0]), torch.arange(7))
     model.model.prototype.update(torch.ones(128), torch.tensor(2.0))
@@ -66,7 +66,7 @@ def test_checkpoint_of_the_earlier_layout_loads(tmp_path):
     madd.checkpoint's readers through ``upgrade_state_dict``)."""
     from madd.checkpoint import check_checkpoint_fits, current_layout
 
-    cfg = {"num_classes": 3, "class_names": ["good", "a", "b"], "normal_index": 0}
+    cfg = {"num_classes": 3, "class_names": ["good", "a", "b"], "normal_index": 0, "views": {"modality": "ultrasonic"}}
     torch.manual_seed(0)
     model = MADDModule(Backbone("resnet18"), **cfg)
     model.set_weights({**model.weights(), "beta": 0.4})

@@ -16,11 +16,10 @@ from madd.losses import CorrelationAlignmentLoss, mmd_loss
 
 DomainAlignmentLoss = CorrelationAlignmentLoss  # Eq. 6: L_da = ||Cov(f_s) - Cov(f_t)||_F^2 / (4 d^2)
 
-#: Eq. 17's weights, in order, with the term each multiplies (``cons`` = ``L_cons-p + L_cons-f``).
+#: Eq. 17's weights, in order, with the term each multiplies (``cons`` = ``L_cons-p + L_cons-f``); their values
+#: (the paper's) live in conf/model/madd.yaml's ``loss_weights`` (``settings.defaults("loss_weights")``).
 WEIGHT_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta")
 WEIGHTED_TERMS = ("ce", "ssl", "cons", "rec", "da", "mem", "meta")
-PAPER_WEIGHTS = {"alpha": 0.3, "beta": 0.25, "gamma": 0.2, "delta": 0.15, "epsilon": 0.05, "zeta": 0.03,
-                 "eta": 0.02}
 
 
 class PredictionConsistencyLoss(nn.Module):

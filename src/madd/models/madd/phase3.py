@@ -32,41 +32,21 @@ from torch import nn
 from madd.compression.l1_pruning import L1FilterPruning
 from madd.errors import MaddConfigError
 from madd.models.distillation import DistillationModule
+from madd.models.madd import settings
 from madd.models.stage import Stage
 
 STAGE = "phase3"  # the stage's output folder
 
-#: Phase-3 options and their defaults (every key may be overridden by ``cfg``).
-DEFAULTS: dict[str, Any] = {
-    "rate": 0.3,  # share of alive filters pruned per round
-    "rounds": 3,
-    "epochs": 2,  # distillation epochs after each round
-    "temperature": 4.0,
-    "alpha_kd": 0.9,
-    "alpha_ce": 0.1,
-    "kd_splits": ["target_labeled"],  # add target_unlabeled to distil on the unlabelled pool too
-    "augment": "weak",
-    "scope": "inner",  # or "all" (residual streams too): see madd.compression.groups
-    "include": None,
-    "exclude": None,
-    "round_to": None,
-    "lr": 1.0e-4,
-    "weight_decay": 1.0e-4,
-    "optimizer": None,  # a partial optimizer (Hydra _partial_) overriding lr/weight_decay
-    "eval_split": "val",
-    "latency": True,
-    "latency_image_size": None,
-    "report_dir": None,  # default <trainer.default_root_dir>/phase3
-}
-
 
 def phase3_options(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``DEFAULTS`` updated with ``cfg`` (``enabled`` is ignored); unknown keys are an error."""
+    """The options of ``conf/model/madd.yaml``'s ``phase3`` section (their one home, with a comment each) updated
+    with ``cfg`` (``enabled`` is ignored); unknown keys are an error."""
+    defaults = {k: v for k, v in settings.defaults("phase3").items() if k != "enabled"}
     given = {k: v for k, v in dict(cfg or {}).items() if k != "enabled"}
-    unknown = sorted(set(given) - set(DEFAULTS))
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise MaddConfigError(f"model.phase3 has unknown keys {unknown}; valid keys: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **given}
+        raise MaddConfigError(f"model.phase3 has unknown keys {unknown}; valid keys: {sorted(defaults)}")
+    return {**defaults, **given}
 
 
 def phase3_stage(student: nn.Module, teacher: nn.Module, datamodule: L.LightningDataModule,
@@ -77,7 +57,7 @@ def phase3_stage(student: nn.Module, teacher: nn.Module, datamodule: L.Lightning
     Args:
         student, teacher: networks ``images (B, C, H, W) in [0, 1] -> logits (B, num_classes)`` (both copied).
         datamodule: the run's :class:`~madd.data.datamodule.DefectDataModule` (its classes).
-        cfg: the phase-3 options (:data:`DEFAULTS`).
+        cfg: the phase-3 options (conf/model/madd.yaml's ``phase3`` section; :func:`phase3_options`).
     """
     opts = phase3_options(cfg)
     device = next(student.parameters()).device

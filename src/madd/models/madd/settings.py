@@ -1,91 +1,113 @@
 """MADD's config sections (``conf/model/madd.yaml``) with their defaults, merged and checked in one place.
 
-``DEFAULTS`` are the paper's values, what a ``MADDModule`` built in Python without a section gets. A ``train.py``
-run passes every key from ``conf/model/madd.yaml``, whose defaults are the pretrained presets' where they differ
-(TIM's stages, the views' base augmentation, ``mapom.f_beta``, the pseudo-label view; each commented there).
+The defaults have one home, ``conf/model/madd.yaml``: :func:`defaults` reads its 12 method sections
+(:data:`SECTIONS`: ``adapter`` ... ``phase3``) with OmegaConf, once per file, and :func:`resolve` merges a section's
+given keys over them and checks the result. A ``train.py`` run passes every key of that file already; a
+``MADDModule`` built in Python without a section gets the same values, the pretrained presets' (the paper's own
+values, where they differ, are named in the YAML's comments: TIM's stages, the views' base augmentation,
+``joint.pseudo_label_view``/``attention_weighting``, ``teacher_sync.mode``, ``mapom.f_beta``). Nothing else of the
+file is read (``defaults:``, ``_target_``, ``optimizer``, ``num_classes`` ... are Hydra's or the constructor's).
 
-An unknown key is an error naming ``model.<section>.<key>`` (a typo must not silently train the default).
+The file is looked up as the ``madd`` command looks up its config folder (:func:`madd.console.find_config_dir`:
+``$MADD_CONFIG_DIR``, ``./conf``, the checkout's ``conf/``), the first folder holding ``model/madd.yaml``.
+
+A value that is an interpolation (``views.modality: ${data.modality}``) or ``???`` refers to the composed Hydra
+config, so it has no value here: it is a required key (:class:`Required`), and leaving it out is an error naming
+``model.<section>.<key>`` and what to pass. An unknown key is an error naming ``model.<section>.<key>`` too (a
+typo must not silently train the default).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from madd.errors import MaddConfigError
-from madd.models.madd.loss import PAPER_WEIGHTS
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "adapter": {"enabled": True, "reduction": 4},
-    "views": {
-        # label-preserving geometric preset (madd.data.augment) applied to target images before the views
-        "base_augment": "weak",
-        "modality": "ultrasonic",
-        "mild": {"brightness": 0.1, "noise_std": 0.02},
-        "strong": {"degrees": 15.0, "translate": 0.1, "scale": [0.85, 1.15], "invert_p": 0.5, "noise_p": 0.8},
-    },
-    "tim": {
-        "enabled": True,
-        "stage1_ckpt": None,
-        "stage1_prefix": None,
-        "stage2_ckpt": None,
-        "stage1": {"enabled": True, "max_epochs": 5, "lr": None, "coral_weight": 1.0, "augment": "weak", "limit_train_batches": None},
-        "stage2": {"max_epochs": 10, "lr": None, "freeze_stages": 3, "augment": "standard",
-                   "limit_train_batches": None},
-    },
-    # source_ce_weight: lambda_s in L_ce = CE(target labelled) + lambda_s CE(source), Eq. 3's labelled risk over
-    # D_s u D_t; 0 = Eq. 17 as written (target labels only). pseudo_label_view: the view L_ssl trains (mild =
-    # student A, Eq. 12; strong = student B, FixMatch's weak-to-strong); attention_weighting: raw = Eq. 12,
-    # normalised = the attention weights divided by their mean over the kept images
-    "joint": {"freeze_stages": 0, "source_ce_weight": 0.0, "source_bn": "separate", "pseudo_label_view": "mild",
-              "attention_weighting": "raw"},
-    "teacher_sync": {"mode": "copy", "every_n_epochs": 5, "ema_decay": 0.99},
-    "consistency": {"enabled": True, "mmd_bandwidths": None},
-    "rcsm": {
-        "enabled": True,
-        "mask_ratio": [0.2, 0.3],
-        "sim_threshold": 0.5,
-        "key_fraction": 0.1,
-        "feature_stage": 1,
-        "decoder_stage": 2,
-        "decoder_widths": [32, 16, 8],
-        "prototype_momentum": 0.9,
-        "eps": 1.0e-6,
-        "map_gate": True,
-        "map_blur_sigma": 0.0,
-    },
-    "mapom": {
-        "enabled": True,
-        "dynamic_threshold": True,
-        "fixed_tau": 0.95,
-        "domain_features": True,
-        "hidden": 64,
-        "temperature": 0.05,
-        "f_beta": 1.0,
-    },
-    "memory_bank": {
-        "enabled": True,
-        "kind": "domain_adaptive",
-        "capacity": 500,
-        "kappa": 1.0,
-        "plain_threshold": 0.5,
-        "min_count": 5,
-        "admission_margin": 0.1,
-    },
-    "loss_weights": dict(PAPER_WEIGHTS),
-    "weight_adaptation": {
-        "enabled": True,
-        "monitor": "val/f1",
-        "step": 0.1,
-        "tolerance": 0.005,
-        "bounds": [0.05, 0.5],
-        "supervised": ["alpha"],
-        "auxiliary": ["beta", "gamma", "delta", "epsilon"],
-    },
-    "phase3": {"enabled": False},
-}
+#: the method sections of conf/model/madd.yaml, the only part of the file read here
+SECTIONS = ("adapter", "views", "tim", "joint", "teacher_sync", "consistency", "rcsm", "mapom", "memory_bank",
+            "loss_weights", "weight_adaptation", "phase3")
+#: where the defaults live, relative to the config folder
+MODEL_CONFIG = Path("model") / "madd.yaml"
+
+
+@dataclass(frozen=True)
+class Required:
+    """A default only Hydra can fill: the YAML's interpolation (``${data.modality}``) or ``???``, kept as written."""
+
+    expression: str
+
+    def __repr__(self) -> str:
+        return f"<required: {self.expression}>"
+
+
+def config_file() -> Path:
+    """``model/madd.yaml`` of the first config folder holding it (search order: :mod:`madd.console`)."""
+    from madd.console import config_dir_candidates, find_config_dir
+
+    folder = find_config_dir(MODEL_CONFIG.as_posix())
+    if folder is None:
+        tried = ", ".join(str(c) for c in config_dir_candidates())
+        raise MaddConfigError(f"MADD's defaults live in conf/{MODEL_CONFIG.as_posix()}; no config folder holds it "
+                              f"(tried {tried}). Run from the repository's folder, install it with `pip install -e .`, "
+                              "or set MADD_CONFIG_DIR")
+    return folder / MODEL_CONFIG
+
+
+@functools.cache
+def _load(path: str) -> dict[str, dict[str, Any]]:
+    """The method sections of the YAML file at ``path`` as plain dicts (read once per path)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    cfg = OmegaConf.load(path)
+    absent = [name for name in SECTIONS if not isinstance(cfg.get(name), DictConfig)]
+    if absent:
+        raise MaddConfigError(f"{path} has no section(s) {absent}; MADD's defaults need all of {list(SECTIONS)}")
+    return {name: _plain(cfg[name]) for name in SECTIONS}
+
+
+def _plain(node) -> dict[str, Any]:
+    """A DictConfig as a dict; interpolated or missing values become :class:`Required` (never resolved here)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    raw = OmegaConf.to_container(node, resolve=False)
+    out: dict[str, Any] = {}
+    for key in node:
+        if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
+            out[str(key)] = Required(str(raw[key]))
+        elif isinstance(node[key], DictConfig):
+            out[str(key)] = _plain(node[key])
+        elif isinstance(node[key], ListConfig) and _unresolved(node[key]):
+            out[str(key)] = Required(str(raw[key]))
+        else:
+            out[str(key)] = raw[key]
+    return out
+
+
+def _unresolved(node) -> bool:
+    """Whether a ListConfig holds an interpolation or ``???`` anywhere."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    keys = range(len(node)) if isinstance(node, ListConfig) else list(node)
+    for key in keys:
+        if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
+            return True
+        if isinstance(node[key], (DictConfig, ListConfig)) and _unresolved(node[key]):
+            return True
+    return False
+
+
+def defaults(section: str) -> dict[str, Any]:
+    """A fresh copy of ``section``'s defaults from conf/model/madd.yaml (required keys as :class:`Required`)."""
+    if section not in SECTIONS:
+        raise MaddConfigError(f"{section!r} is not a MADD config section; choose from {list(SECTIONS)}")
+    return copy.deepcopy(_load(str(config_file()))[section])
 
 
 def _merge(path: str, given: Mapping | None, default: Mapping) -> dict:
@@ -100,11 +122,47 @@ def _merge(path: str, given: Mapping | None, default: Mapping) -> dict:
     return out
 
 
+def _missing(path: str, cfg: Mapping) -> list[tuple[str, Required]]:
+    """The dotted paths (below ``path``) still holding a :class:`Required` after the merge."""
+    out = []
+    for key, value in cfg.items():
+        if isinstance(value, Required):
+            out.append((f"{path}.{key}", value))
+        elif isinstance(value, Mapping):
+            out += _missing(f"{path}.{key}", value)
+    return out
+
+
+def _check_required(section: str, cfg: Mapping) -> None:
+    missing = _missing(section, cfg)
+    if not missing:
+        return
+    path, value = missing[0]
+    keys = path.split(".")[1:]
+    example = "..."
+    for key in reversed(keys):
+        example = f"{{{key!r}: {example}}}"
+    ref = re.fullmatch(r"\$\{([\w.]+)\}", value.expression)
+    notes = [f"the composed config's {ref.group(1)}"] if ref else []
+    if path == "views.modality":
+        from madd.models.madd.views import MODALITIES
+
+        example = example.replace("...", "'ultrasonic'")
+        notes.append(f"one of {list(MODALITIES)}")
+    source = f" ({'; '.join(notes)})" if notes else ""
+    others = f"; also required: {[f'model.{p}' for p, _ in missing[1:]]}" if missing[1:] else ""
+    raise MaddConfigError(f"model.{path} has no default outside Hydra: conf/{MODEL_CONFIG.as_posix()} sets it to "
+                          f"{value.expression}{source}. Pass it, e.g. MADDModule(..., {section}={example}){others}")
+
+
 def resolve(section: str, given: Mapping | None) -> dict:
-    """``given`` merged over the section's defaults (recursively)."""
+    """``given`` merged over the section's defaults (:func:`defaults`, recursively), checked."""
     if section == "phase3":  # the options belong to madd.models.madd.phase3, which checks them
-        return {**DEFAULTS["phase3"], **dict(given or {})}
-    cfg = _merge(section, given, DEFAULTS[section])
+        cfg = {**defaults("phase3"), **dict(given or {})}
+        _check_required(section, cfg)
+        return cfg
+    cfg = _merge(section, given, defaults(section))
+    _check_required(section, cfg)
     if section == "loss_weights":
         for k, v in cfg.items():
             if v is None or not math.isfinite(float(v)) or float(v) < 0:
