@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -55,24 +57,17 @@ def test_hydra_and_module_commands_keep_the_bad_input_contract(tmp_path):
     assert missing.stderr.strip().splitlines()[-1].startswith("madd error:")
 
 
-def test_no_config_folder_is_a_clear_error(tmp_path):
+def test_no_config_folder_is_a_clear_error(tmp_path, monkeypatch):
     proc = _madd("report", cwd=tmp_path, env={"MADD_CONFIG_DIR": str(tmp_path / "nowhere")})
     # MADD_CONFIG_DIR is tried first, then ./conf, then the checkout's: the checkout's still answers here
     assert "no config folder" not in proc.stderr
     from madd import console
+    from madd.utils import config_dir
 
-    old = console.__file__
-    try:  # a wheel install without a checkout: nothing to fall back to
-        console.__file__ = str(tmp_path / "site-packages" / "madd" / "console.py")
-        cwd = os.getcwd()
-        os.chdir(tmp_path)
-        try:
-            console.config_dir()
-        except SystemExit as exit_:
-            assert exit_.code == 2
-        else:
-            raise AssertionError("config_dir() found a folder that does not exist")
-        finally:
-            os.chdir(cwd)
-    finally:
-        console.__file__ = old
+    # a wheel install without a checkout: nothing to fall back to
+    monkeypatch.setattr(config_dir, "CHECKOUT_CONF", tmp_path / "site-packages" / "conf")
+    monkeypatch.setenv("MADD_CONFIG_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        console.config_dir()
+    assert exit_.value.code == 2

@@ -26,6 +26,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from madd.utils.config_dir import config_dir_candidates, find_config_dir
+
 #: subcommand -> (the :mod:`madd.tasks` function, its primary config in conf/)
 HYDRA_COMMANDS = {
     "train": ("train", "train"),
@@ -42,22 +44,6 @@ MODULE_COMMANDS = {
     "kfold-summary": "madd.compression.kfold_summary",
     "segmentation-report": "madd.models.segmentation.report",
 }
-
-
-def find_config_dir(marker: str = "train.yaml") -> Path | None:
-    """The first config folder holding ``marker`` (a path inside it), in the search order of the module docstring:
-    ``$MADD_CONFIG_DIR``, ``./conf``, the checkout's ``conf/``; ``None`` when none does. The one home of that order
-    (:func:`config_dir` and :mod:`madd.models.madd.settings` both ask here)."""
-    for folder in config_dir_candidates():
-        if (folder / marker).is_file():
-            return folder.resolve()
-    return None
-
-
-def config_dir_candidates() -> list[Path]:
-    """The folders :func:`find_config_dir` tries, in order."""
-    candidates = [Path(os.environ["MADD_CONFIG_DIR"])] if os.environ.get("MADD_CONFIG_DIR") else []
-    return candidates + [Path.cwd() / "conf", Path(__file__).resolve().parents[2] / "conf"]
 
 
 def config_dir() -> Path:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from madd.data.records import DatasetIndex
 from madd.errors import MaddConfigError
+from madd.utils.config_dir import find_config_dir
 
 
 @dataclass
@@ -36,10 +37,13 @@ class DatasetEntry:
 
 
 def conf_dir(root_dir: str | Path | None = None) -> Path:
-    """The project's ``conf/`` folder (``paths.root_dir``/conf, else the checkout this package runs from)."""
-    for base in (root_dir, Path(__file__).resolve().parents[3]):
-        if base is not None and (Path(base) / "conf" / "data").is_dir():
-            return Path(base) / "conf"
+    """The project's ``conf/`` folder: ``paths.root_dir``/conf, else the first of :mod:`madd.utils.config_dir`'s
+    folders with a ``data/`` group."""
+    if root_dir is not None and (Path(root_dir) / "conf" / "data").is_dir():
+        return Path(root_dir) / "conf"
+    found = find_config_dir("data")
+    if found is not None:
+        return found
     raise MaddConfigError(f"cannot find the conf/ folder under paths.root_dir={root_dir}; set PROJECT_ROOT")
 
 

@@ -8,7 +8,7 @@ values, where they differ, are named in the YAML's comments: TIM's stages, the v
 ``joint.pseudo_label_view``/``attention_weighting``, ``teacher_sync.mode``, ``mapom.f_beta``). Nothing else of the
 file is read (``defaults:``, ``_target_``, ``optimizer``, ``num_classes`` ... are Hydra's or the constructor's).
 
-The file is looked up as the ``madd`` command looks up its config folder (:func:`madd.console.find_config_dir`:
+The file is looked up as the ``madd`` command looks up its config folder (:func:`madd.utils.config_dir.find_config_dir`:
 ``$MADD_CONFIG_DIR``, ``./conf``, the checkout's ``conf/``), the first folder holding ``model/madd.yaml``.
 
 A value that is an interpolation (``views.modality: ${data.modality}``) or ``???`` refers to the composed Hydra
@@ -28,7 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
 from madd.errors import MaddConfigError
+from madd.models.madd.views import MODALITIES
+from madd.utils.config_dir import config_dir_candidates, find_config_dir
 
 #: the method sections of conf/model/madd.yaml, the only part of the file read here
 SECTIONS = ("adapter", "views", "tim", "joint", "teacher_sync", "consistency", "rcsm", "mapom", "memory_bank",
@@ -48,9 +52,7 @@ class Required:
 
 
 def config_file() -> Path:
-    """``model/madd.yaml`` of the first config folder holding it (search order: :mod:`madd.console`)."""
-    from madd.console import config_dir_candidates, find_config_dir
-
+    """``model/madd.yaml`` of the first config folder holding it (search order: :mod:`madd.utils.config_dir`)."""
     folder = find_config_dir(MODEL_CONFIG.as_posix())
     if folder is None:
         tried = ", ".join(str(c) for c in config_dir_candidates())
@@ -63,8 +65,6 @@ def config_file() -> Path:
 @functools.cache
 def _load(path: str) -> dict[str, dict[str, Any]]:
     """The method sections of the YAML file at ``path`` as plain dicts (read once per path)."""
-    from omegaconf import DictConfig, OmegaConf
-
     cfg = OmegaConf.load(path)
     absent = [name for name in SECTIONS if not isinstance(cfg.get(name), DictConfig)]
     if absent:
@@ -74,8 +74,6 @@ def _load(path: str) -> dict[str, dict[str, Any]]:
 
 def _plain(node) -> dict[str, Any]:
     """A DictConfig as a dict; interpolated or missing values become :class:`Required` (never resolved here)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
     raw = OmegaConf.to_container(node, resolve=False)
     out: dict[str, Any] = {}
     for key in node:
@@ -92,8 +90,6 @@ def _plain(node) -> dict[str, Any]:
 
 def _unresolved(node) -> bool:
     """Whether a ListConfig holds an interpolation or ``???`` anywhere."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
     keys = range(len(node)) if isinstance(node, ListConfig) else list(node)
     for key in keys:
         if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
@@ -145,7 +141,6 @@ def _check_required(section: str, cfg: Mapping) -> None:
     ref = re.fullmatch(r"\$\{([\w.]+)\}", value.expression)
     notes = [f"the composed config's {ref.group(1)}"] if ref else []
     if path == "views.modality":
-        from madd.models.madd.views import MODALITIES
 
         example = example.replace("...", "'ultrasonic'")
         notes.append(f"one of {list(MODALITIES)}")
