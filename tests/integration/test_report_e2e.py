@@ -9,9 +9,14 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from helpers import REPO, TINY_DATA, TINY_SOURCE
 
 
+# slow: four train.py jobs and report.py in subprocesses. Faster tests cover the same path:
+# test_train.py::test_multirun_gives_each_job_its_own_folder (the multirun), test_entry_points.py::test_report_of_the_run
+# (report.py on a real run), unit/reporting/test_tables.py::test_failed_jobs_are_listed_not_averaged (failed jobs).
+@pytest.mark.slow
 def test_multirun_with_a_failed_job_then_report(tmp_path, data_dir):
     sweep = tmp_path / "multirun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
