@@ -57,7 +57,7 @@ def build_madd(overrides: list[str], size: int, data_dir: Path):
     """The MADD module of ``experiment=madd_awdd`` with ``overrides``, at ``size`` px (nothing is trained)."""
     from hydra.utils import instantiate
 
-    from conftest import compose_config  # the composition train.py does (tests/conftest.py)
+    from helpers import compose_config  # the composition train.py does (tests/helpers)
 
     cfg = compose_config(["experiment=madd_awdd", f"data.image_size={size}", *overrides],
                          Path(tempfile.mkdtemp()), data_dir)

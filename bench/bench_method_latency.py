@@ -86,7 +86,7 @@ def presets_of(domain: str, methods: list[str] | None) -> tuple[list[str], list[
 
 
 def compose(preset: str, image_size: int | None, overrides: list[str], data_dir: Path, out: Path):
-    from conftest import compose_config  # the composition train.py does (tests/conftest.py)
+    from helpers import compose_config  # the composition train.py does (tests/helpers)
 
     size = [f"data.image_size={image_size}"] if image_size else []
     return compose_config([f"experiment={preset}", *size, *overrides], out, data_dir)
@@ -231,7 +231,7 @@ def main(argv=None) -> dict[str, dict]:
     if not reference.endswith(f"_{args.domain}"):
         reference = f"{reference}_{args.domain}"
 
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
 
     from madd.data.dataset import input_shape
     from madd.errors import DataError

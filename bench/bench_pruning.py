@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 
 def compose(args, out: Path):
-    from conftest import compose_config  # the same composition as train.py (tests/conftest.py)
+    from helpers import compose_config  # the same composition as train.py (tests/helpers)
 
     overrides = [
         "data=synthetic_awdd_binary", "model=supervised", "model/optimizer=adam", "model/scheduler=step",

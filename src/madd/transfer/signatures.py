@@ -20,7 +20,7 @@ once in torch (the notebook took 8 s per image); every random choice comes from 
 the batch size or the device.
 
 Why hand-written k-means: scikit-learn's ``KMeans`` and kornia's ``KMeans`` cluster one point set at a time;
-thousands of small per-image problems need a batched (and GPU-capable) solver. ``tests/transfer`` checks it
+thousands of small per-image problems need a batched (and GPU-capable) solver. ``tests/unit/transfer`` checks it
 against scikit-learn's ``KMeans`` on the same data.
 """
 
