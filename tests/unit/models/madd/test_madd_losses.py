@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from madd.models.madd.callbacks import adjust_weights
 from madd.losses import coral_loss
 from madd.models.madd import settings
+from madd.models.madd.callbacks import adjust_weights
 from madd.models.madd.loss import (
     AttentionWeightedPseudoLabelLoss,
     DomainAlignmentLoss,
@@ -20,8 +20,6 @@ from madd.models.madd.loss import (
     PredictionConsistencyLoss,
     ReconstructionLoss,
 )
-
-
 
 
 def test_prediction_consistency_eq7_by_hand():
