@@ -98,7 +98,7 @@ def test_every_test_and_bench_import_is_declared_with_the_dev_extra():
 
 def test_box_ap_backend_is_declared_and_used():
     """torchmetrics' MeanAveragePrecision defaults to pycocotools; madd declares faster-coco-eval and uses it."""
-    from madd.models.madd.localization import BoxAP
+    from madd.models.madd.box_localization import BoxAP
 
     assert "faster-coco-eval" in _declared()
     assert BoxAP().metric._coco_backend.backend == "faster_coco_eval"
@@ -106,7 +106,7 @@ def test_box_ap_backend_is_declared_and_used():
 
 def test_box_ap_hand_values():
     """One image, one ground-truth box; AP@0.5 with 101-point interpolation (COCO)."""
-    from madd.models.madd.localization import BoxAP
+    from madd.models.madd.box_localization import BoxAP
 
     truth = [{"boxes": torch.tensor([[0.0, 0, 4, 4]]), "labels": torch.tensor([1])}]
     hit = torch.tensor([[0.0, 0, 4, 4]])
@@ -124,7 +124,7 @@ def test_box_ap_hand_values():
 
 
 def test_missing_optional_package_is_one_clear_error(monkeypatch):
-    from madd.models.madd.localization import BoxAP
+    from madd.models.madd.box_localization import BoxAP
 
     for module in ("faster_coco_eval", "pycocotools"):
         monkeypatch.setitem(sys.modules, module, None)  # `import` of a None entry raises ImportError

@@ -15,7 +15,7 @@ from madd.models.backbones import Backbone
 from madd.deploy.cost import record_cost
 from madd.errors import MaddConfigError
 from madd.models.madd.evaluate_tim import evaluate_tim_stage
-from madd.models.madd.tim import STAGE1, STAGE2, SourcePretraining, best_stage2_checkpoint, load_stage2_network
+from madd.models.madd.transfer_init import STAGE1, STAGE2, SourcePretraining, best_stage2_checkpoint, load_stage2_network
 from madd.pipeline import run_stage, train
 from madd.utils.instantiate import instantiate_clear as instantiate
 

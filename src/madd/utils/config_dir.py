@@ -1,5 +1,5 @@
 """Where madd's config folder is: the one home of the search order the ``madd`` command, the MADD defaults
-(:mod:`madd.models.madd.settings`) and the source-selection data configs use.
+(:mod:`madd.models.madd.config_sections`) and the source-selection data configs use.
 
 ``$MADD_CONFIG_DIR``, ``./conf`` (a project of one's own, laid out as this repository), then the ``conf/`` of the
 checkout madd is installed from (``pip install -e .``).

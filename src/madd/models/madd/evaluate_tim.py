@@ -16,7 +16,7 @@ import lightning as L
 
 from madd.checkpoint import build_module, read_checkpoint
 from madd.errors import MaddConfigError
-from madd.models.madd.tim import best_stage2_checkpoint, load_stage2_network
+from madd.models.madd.transfer_init import best_stage2_checkpoint, load_stage2_network
 from madd.utils.instantiate import instantiate_clear
 
 

@@ -14,13 +14,13 @@ import torch
 
 from madd.errors import MaddConfigError
 from madd.models.base import DefectModule
-from madd.models.madd import phase3, settings
+from madd.models.madd import config_sections, phase3
 from madd.models.madd.callbacks import LossWeightAdapter, TeacherSync
 from madd.models.madd.distributed import gather_rows
-from madd.models.madd.localization import BoxAP, boxes_from_anomaly_map, target_boxes
+from madd.models.madd.box_localization import BoxAP, boxes_from_anomaly_map, target_boxes
 from madd.models.madd.loss import WEIGHT_NAMES
 from madd.models.madd.networks import MADDNet
-from madd.models.madd.tim import tim_stages
+from madd.models.madd.transfer_init import tim_stages
 from madd.models.madd.torch_model import MADDModel, StepOutput
 from madd.models.stage import Stage
 
@@ -31,7 +31,7 @@ SECTIONS = ("adapter", "views", "tim", "joint", "teacher_sync", "consistency", "
 
 
 class MADDModule(DefectModule):
-    """Args (each section is documented in ``conf/model/madd.yaml`` and :mod:`madd.models.madd.settings`):
+    """Args (each section is documented in ``conf/model/madd.yaml`` and :mod:`madd.models.madd.config_sections`):
         backbone: a :class:`~madd.models.backbones.Backbone`; copied into student A, the teacher and (when
             ``share_students=false``) student B.
         share_students, eval_network, dropout, class_weights, head: see :class:`MADDModel`.
@@ -62,7 +62,7 @@ class MADDModule(DefectModule):
         unknown = sorted(set(sections) - set(SECTIONS))
         if unknown:
             raise MaddConfigError(f"model.{unknown[0]} is not a MADD setting; valid sections: {list(SECTIONS)}")
-        self.cfg = cfg = {name: settings.resolve(name, sections.get(name)) for name in SECTIONS}
+        self.cfg = cfg = {name: config_sections.resolve(name, sections.get(name)) for name in SECTIONS}
         self.tim_cfg = cfg["tim"]
         weights = cfg["loss_weights"]
         if bool(cfg["mapom"]["enabled"]) and bool(cfg["mapom"]["dynamic_threshold"]) and weights["eta"] <= 0:

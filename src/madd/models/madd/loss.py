@@ -17,7 +17,7 @@ from madd.losses import CorrelationAlignmentLoss, mmd_loss
 DomainAlignmentLoss = CorrelationAlignmentLoss  # Eq. 6: L_da = ||Cov(f_s) - Cov(f_t)||_F^2 / (4 d^2)
 
 #: Eq. 17's weights, in order, with the term each multiplies (``cons`` = ``L_cons-p + L_cons-f``); their values
-#: (the paper's) live in conf/model/madd.yaml's ``loss_weights`` (``settings.defaults("loss_weights")``).
+#: (the paper's) live in conf/model/madd.yaml's ``loss_weights`` (``config_sections.defaults("loss_weights")``).
 WEIGHT_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta")
 WEIGHTED_TERMS = ("ce", "ssl", "cons", "rec", "da", "mem", "meta")
 

@@ -1,7 +1,7 @@
 """MADD's networks: the domain-adaptive adapter (Eq. 5), the student/teacher network that
 carries it, and the lightweight reconstruction decoder of the RCSM (Eq. 9).
 
-The meta-learner (Eq. 14) lives in :mod:`madd.models.madd.mapom`, the memory bank in
+The meta-learner (Eq. 14) lives in :mod:`madd.models.madd.meta_threshold`, the memory bank in
 :mod:`madd.models.madd.memory_bank`.
 """
 

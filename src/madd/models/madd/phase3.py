@@ -32,7 +32,7 @@ from torch import nn
 from madd.compression.l1_pruning import L1FilterPruning
 from madd.errors import MaddConfigError
 from madd.models.distillation import DistillationModule
-from madd.models.madd import settings
+from madd.models.madd import config_sections
 from madd.models.stage import Stage
 
 STAGE = "phase3"  # the stage's output folder
@@ -41,7 +41,7 @@ STAGE = "phase3"  # the stage's output folder
 def phase3_options(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """The options of ``conf/model/madd.yaml``'s ``phase3`` section (their one home, with a comment each) updated
     with ``cfg`` (``enabled`` is ignored); unknown keys are an error."""
-    defaults = {k: v for k, v in settings.defaults("phase3").items() if k != "enabled"}
+    defaults = {k: v for k, v in config_sections.defaults("phase3").items() if k != "enabled"}
     given = {k: v for k, v in dict(cfg or {}).items() if k != "enabled"}
     unknown = sorted(set(given) - set(defaults))
     if unknown:

@@ -61,7 +61,7 @@ from madd.models.madd.loss import (
     PredictionConsistencyLoss,
     ReconstructionLoss,
 )
-from madd.models.madd.mapom import META_FEATURES, MetaLearner, meta_features
+from madd.models.madd.meta_threshold import META_FEATURES, MetaLearner, meta_features
 from madd.models.madd.memory_bank import MemoryBank
 from madd.models.madd.networks import (
     MADDNet,
@@ -70,8 +70,8 @@ from madd.models.madd.networks import (
     frozen_bn_statistics,
     stage_stride,
 )
-from madd.models.madd.rcsm import DefectGuidedMasker, DefectPrototype, anomaly_attention, defect_cells, masked_input
-from madd.models.madd.views import build_mild_view, build_strong_view
+from madd.models.madd.reconstruction_masks import DefectGuidedMasker, DefectPrototype, anomaly_attention, defect_cells, masked_input
+from madd.models.madd.industrial_views import build_mild_view, build_strong_view
 
 #: ``gather(rows, keep_graph) -> rows of every rank``
 Gather = Callable[..., torch.Tensor]
@@ -134,7 +134,7 @@ class MADDModel(nn.Module):
         backbone: a :class:`~madd.models.backbones.Backbone`, copied into student A, the teacher and (when
             ``share_students=false``) student B.
         num_classes, normal_index: the data's.
-        cfg: the resolved config sections (:func:`madd.models.madd.settings.resolve`).
+        cfg: the resolved config sections (:func:`madd.models.madd.config_sections.resolve`).
         share_students: students A and B share backbone, adapter and head (the paper's "the three networks share a
             common backbone and adapter": the views differ, the weights do not); ``False`` gives student B its own
             copy, trained by the consistency losses only.

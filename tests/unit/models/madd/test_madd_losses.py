@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from madd.losses import coral_loss
-from madd.models.madd import settings
+from madd.models.madd import config_sections
 from madd.models.madd.callbacks import adjust_weights
 from madd.models.madd.loss import (
     AttentionWeightedPseudoLabelLoss,
@@ -134,14 +134,14 @@ PAPER_WEIGHTS = {"alpha": 0.3, "beta": 0.25, "gamma": 0.2, "delta": 0.15, "epsil
 
 def test_default_loss_weights_are_the_papers():
     """Eq. 17's weights have one home, conf/model/madd.yaml's loss_weights: the paper's values."""
-    assert settings.defaults("loss_weights") == PAPER_WEIGHTS
-    assert settings.resolve("loss_weights", None) == PAPER_WEIGHTS
+    assert config_sections.defaults("loss_weights") == PAPER_WEIGHTS
+    assert config_sections.resolve("loss_weights", None) == PAPER_WEIGHTS
 
 
 def test_total_loss_eq17_weighting():
     values = {"ce": 1.0, "ssl": 2.0, "cons_p": 3.0, "cons_f": 4.0, "rec": 5.0, "da": 6.0, "mem": 7.0, "meta": 8.0}
     terms = {k: torch.tensor(v) for k, v in values.items()}
-    w = settings.resolve("loss_weights", None)
+    w = config_sections.resolve("loss_weights", None)
     expected = (0.3 * 1 + 0.25 * 2 + 0.2 * (3 + 4) + 0.15 * 5 + 0.05 * 6 + 0.03 * 7 + 0.02 * 8)
     assert MADDTotalLoss()(terms, w).item() == pytest.approx(expected)
     assert w == {"alpha": 0.3, "beta": 0.25, "gamma": 0.2, "delta": 0.15, "epsilon": 0.05, "zeta": 0.03, "eta": 0.02}
@@ -152,7 +152,7 @@ def test_total_loss_eq17_weighting():
 
 
 def test_loss_weight_rule_is_bounded_and_symmetric():
-    w = settings.resolve("loss_weights", None)
+    w = config_sections.resolve("loss_weights", None)
     up = adjust_weights(w, delta=0.05, step=0.1)
     assert up["alpha"] == pytest.approx(0.27) and up["beta"] == pytest.approx(0.275)
     assert up["gamma"] == pytest.approx(0.22) and up["delta"] == pytest.approx(0.165)

@@ -1,4 +1,4 @@
-"""MAPOM (mapom.py): the threshold range of Eq. 14 and the meta-features."""
+"""MAPOM (meta_threshold.py): the threshold range of Eq. 14 and the meta-features."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from madd.losses import coral_loss, mmd_loss
-from madd.models.madd.mapom import (
+from madd.models.madd.meta_threshold import (
     META_FEATURES,
     MetaLearner,
     data_statistics,

@@ -1,4 +1,4 @@
-"""MV-TSN's views (views.py): shapes, ranges and each modality's artefacts."""
+"""MV-TSN's views (industrial_views.py): shapes, ranges and each modality's artefacts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from madd.errors import MaddConfigError
-from madd.models.madd.views import (
+from madd.models.madd.industrial_views import (
     MODALITIES,
     RandomCTArtifacts,
     build_mild_view,

@@ -31,7 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from madd.errors import MaddConfigError
-from madd.models.madd.views import MODALITIES
+from madd.models.madd.industrial_views import MODALITIES
 from madd.utils.config_dir import config_dir_candidates, find_config_dir
 
 #: the method sections of conf/model/madd.yaml, the only part of the file read here

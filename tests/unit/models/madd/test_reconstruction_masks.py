@@ -1,11 +1,11 @@
-"""RCSM (rcsm.py): defect-guided masks, the defect prototype, the attention map of Eq. 11."""
+"""RCSM (reconstruction_masks.py): defect-guided masks, the defect prototype, the attention map of Eq. 11."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from madd.models.madd.rcsm import (
+from madd.models.madd.reconstruction_masks import (
     DefectGuidedMasker,
     DefectPrototype,
     anomaly_attention,
