@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,10 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 
 import madd.utils.resolvers  # noqa: F401  (registers ${len:...} and ${index_of:...})
 from madd.callbacks.interrupt import InterruptCheckpoint
+from madd.checkpoint import check_checkpoint_fits, check_resume_checkpoint
+from madd.data.dataset import input_shape
+from madd.deploy.cost import deploy_cost
 from madd.errors import MaddConfigError, RunInterrupted
-from madd.models.backbone_transfer import load_checkpoint_state
+from madd.models.backbone_transfer import init_from_checkpoint, load_checkpoint_state
 from madd.models.stage import Stage
 from madd.reporting.run_record import write_run_record
+from madd.transfer.source_selection import resolve_auto_source
 from madd.utils.config import check_config
 from madd.utils.instantiate import instantiate_callbacks, instantiate_clear, instantiate_loggers
 from madd.utils.schema import TrainSchema
@@ -84,8 +89,6 @@ def check_train_config(cfg: DictConfig) -> dict | None:
     check_config(cfg, TrainSchema)
     if not cfg.get("ckpt_path"):
         return None
-    from madd.checkpoint import check_resume_checkpoint
-
     return check_resume_checkpoint(cfg.ckpt_path, OmegaConf.to_container(cfg.model), bool(cfg.get("train", True)))
 
 
@@ -99,8 +102,6 @@ def interrupted(err: SIGTERMException, trainer: L.Trainer) -> RunInterrupted:
     Only a checkpoint of the main fit resumes with ``ckpt_path``; one written in a method's stage (own trainer,
     own folder) does not, and the run is then to be started again.
     """
-    import signal
-
     checkpoint = getattr(err, "madd_checkpoint", None)
     main = [str(cb.ckpt_path) for cb in trainer.callbacks if isinstance(cb, InterruptCheckpoint)]
     return RunInterrupted(getattr(err, "madd_signal", signal.SIGTERM), checkpoint if checkpoint in main else None,
@@ -201,20 +202,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     resume = check_train_config(cfg)  # bad values, unwritable folders, bad checkpoints: before any work
     if cfg.data.get("source") == "auto":  # RTLAOI-DD: pick the source among data.source_candidates
-        from madd.transfer.source_selection import resolve_auto_source
-
         resolve_auto_source(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_clear(cfg.data, _convert_="all")
     model = instantiate_clear(cfg.model, _convert_="partial")
     if cfg.get("transfer_from"):  # RTLAOI-DD 2.6: a source run's backbone; heads keep their initialisation
-        from madd.models.backbone_transfer import init_from_checkpoint
-
         init_from_checkpoint(model, cfg.transfer_from, cfg.get("transfer_freeze_stages") or 0)
     if resume is not None:
-        from madd.checkpoint import check_checkpoint_fits
-
         check_checkpoint_fits(cfg.ckpt_path, resume, model)
         del resume
     model.run_config = run_config(cfg)
@@ -242,9 +237,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _deploy_cost(model, cfg: DictConfig) -> dict[str, float] | None:
     """Table 5's parameters, FLOPs and FPS of the deployed network; bookkeeping must not fail a finished run."""
-    from madd.data.dataset import input_shape
-    from madd.deploy.cost import deploy_cost
-
     try:
         return deploy_cost(model, input_shape(OmegaConf.to_container(cfg.data, resolve=True)))
     except Exception as err:  # noqa: BLE001 - any model the pipeline trains; the metrics are already safe

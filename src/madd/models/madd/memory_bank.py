@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from madd.errors import MaddConfigError
+
 KINDS = ("domain_adaptive", "plain")
 
 
@@ -30,7 +32,6 @@ class MemoryBank(nn.Module):
                  kappa: float = 1.0, plain_threshold: float = 0.5, min_count: int = 5) -> None:
         super().__init__()
         if kind not in KINDS:
-            from madd.errors import MaddConfigError
 
             raise MaddConfigError(f"model.memory_bank.kind={kind!r} is unknown; choose from {list(KINDS)}")
         self.capacity, self.num_classes, self.kind = capacity, num_classes, kind

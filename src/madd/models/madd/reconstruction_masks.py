@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from madd.errors import MaddConfigError
+
 
 def masked_input(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x ⊙ (1 - M)``: masked pixels set to 0 (``mask`` ``(B, 1, H, W)`` in {0, 1})."""
@@ -110,7 +112,6 @@ class DefectGuidedMasker(nn.Module):
         super().__init__()
         lo, hi = ratio
         if not 0.0 <= lo <= hi < 1.0:
-            from madd.errors import MaddConfigError
 
             raise MaddConfigError(f"model.rcsm.mask_ratio={list(ratio)} must satisfy 0 <= min <= max < 1")
         self.ratio, self.sim_threshold, self.key_fraction = (lo, hi), sim_threshold, key_fraction
