@@ -88,9 +88,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from madd.checkpoint import load_module
-    from madd.compression.groups import find_groups
+    from madd.pruning.groups import find_groups
     from madd.compression.masks import compute_masks
-    from madd.compression.physical import remove_pruned_channels
+    from madd.pruning.physical import remove_pruned_channels
     from madd.models.backbones import Backbone
     from madd.models.classifier import ImageClassifier
     from madd.pipeline import train

@@ -6,7 +6,7 @@ Every checkpoint written by ``train.py`` holds the resolved run config as ``madd
 2. ``hydra.utils.instantiate(madd_config["model"])`` builds the module (pretrained-weight files are not
    needed: backbone ``weights`` are switched off since the checkpoint holds every weight);
 3. physically pruned sub-networks are shrunk to the tensor shapes found in the state dict
-   (:func:`madd.compression.physical.apply_architecture`);
+   (:func:`madd.pruning.physical.apply_architecture`);
 4. ``load_state_dict(strict=True)``.
 
 Shared helpers: :func:`load_module` (a whole ``DefectModule``), :func:`load_network` (one of its
@@ -29,6 +29,7 @@ from torch import nn
 
 from madd.data.dataset import input_shape
 from madd.errors import MaddConfigError
+from madd.pruning.physical import apply_architecture, conv_widths
 
 BACKBONE_TARGET = "madd.models.backbones.Backbone"
 
@@ -147,8 +148,6 @@ def fit_pruned_shapes(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
                       prefix: str = "") -> None:
     """Shrink each top-level network of ``module`` whose convolutions are narrower in ``state_dict`` (inside a child
     that ``holds_networks``, e.g. MADD's torch model, each of its networks)."""
-    from madd.compression.physical import apply_architecture, conv_widths
-
     for name, child in module.named_children():
         widths = conv_widths(state_dict, prefix=f"{prefix}{name}.")
         current = conv_widths(child)

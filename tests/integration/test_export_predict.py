@@ -18,9 +18,9 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from madd.checkpoint import save_module
-from madd.compression.groups import find_groups
+from madd.pruning.groups import find_groups
 from madd.compression.masks import apply_masks, compute_masks
-from madd.compression.physical import remove_pruned_channels
+from madd.pruning.physical import remove_pruned_channels
 from madd.data.dataset import DefectDataset
 from madd.data.records import Record
 from madd.deploy import export as export_mod

@@ -10,9 +10,9 @@ from helpers import TINY_DATA, compose_config
 from hydra.utils import instantiate
 
 from madd.checkpoint import build_network, load_module, load_network, network_spec, save_module
-from madd.compression.groups import find_groups
+from madd.pruning.groups import find_groups
 from madd.compression.masks import apply_masks, compute_masks
-from madd.compression.physical import remove_pruned_channels
+from madd.pruning.physical import remove_pruned_channels
 from madd.errors import MaddConfigError
 from madd.pipeline import run_config
 

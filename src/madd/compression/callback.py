@@ -28,14 +28,15 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from madd.checkpoint import save_module
 from madd.compression.evaluate import evaluate
-from madd.compression.groups import ChannelGroup, find_groups
 from madd.compression.masks import apply_masks, kept_fraction
 from madd.compression.measure import measure
-from madd.compression.physical import remove_pruned_channels
 from madd.compression.report import write_report
 from madd.data.dataset import image_hw, input_shape
 from madd.errors import MaddConfigError
+from madd.pruning.groups import ChannelGroup, find_groups
+from madd.pruning.physical import remove_pruned_channels
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class FilterPruningCallback(L.Callback):
 
     Args:
         module_path: the network to prune inside the LightningModule.
-        scope, include, exclude: which channel groups are prunable (:mod:`madd.compression.groups`).
+        scope, include, exclude: which channel groups are prunable (:mod:`madd.pruning.groups`).
         round_to: keep channel counts a multiple of this (e.g. 8 for GPU kernels); ``None`` = exact rate.
         eval_split: split evaluated at every stage for the report (``val``; with k-fold, ``test`` is the
             held-out fold the paper reports).
@@ -188,8 +189,6 @@ class FilterPruningCallback(L.Callback):
         pl_module.on_save_checkpoint(hooked)  # the module's own checkpoint additions (madd_config as it stores it)
         config = hooked.get("madd_config") or getattr(pl_module, "run_config", None)
         if self.save_pruned and config:
-            from madd.checkpoint import save_module
-
             prefix = f"{self.module_path}." if self.module_path else ""
             state = {k: v for k, v in pl_module.state_dict().items() if not k.startswith(prefix)}
             state.update({prefix + k: v for k, v in self.pruned_network.state_dict().items()})

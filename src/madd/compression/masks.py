@@ -1,6 +1,6 @@
 """Filter masks: choose the weakest filters of each channel group and hold them at zero.
 
-A mask is a boolean "keep" vector per :class:`~madd.compression.groups.ChannelGroup` (keyed by the
+A mask is a boolean "keep" vector per :class:`~madd.pruning.groups.ChannelGroup` (keyed by the
 group's key), so it is a plain tensor dict that goes into checkpoints (``weights_only``-safe).
 
 Two ways of zeroing (see :func:`apply_masks`):
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from madd.compression.groups import ChannelGroup, filter_norms
+from madd.pruning.groups import ChannelGroup, filter_norms
 
 Masks = dict[str, torch.Tensor]
 

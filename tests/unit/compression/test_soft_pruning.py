@@ -8,7 +8,7 @@ import torch
 from helpers import TINY_DATA, compose_config
 
 from madd.checkpoint import load_module
-from madd.compression.groups import find_groups
+from madd.pruning.groups import find_groups
 from madd.compression.masks import keep_count
 from madd.compression.measure import count_params
 from madd.compression.soft_pruning import SoftFilterPruning

@@ -18,8 +18,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from madd.compression.groups import ChannelGroup, build_graph, is_depthwise
 from madd.errors import MaddConfigError
+from madd.pruning.groups import ChannelGroup, build_graph, is_depthwise
 
 
 def _traced(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
