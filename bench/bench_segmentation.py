@@ -8,7 +8,7 @@
 Runs ``train.py -m experiment=unet_backbones_cpu data=kolektorsdd data.image_size=[H,W]`` over
 encoders x seeds (``--weights``: ``package``, the ImageNet weights of the registry packages, as the preset; ``null``
 for random initialisation, which encoders without packaged weights need), then the segmentation report
-(``madd.models.segmentation.report``) on that multirun, and prints the backbone table, the Tukey HSD tables
+(``madd.reporting.segmentation``) on that multirun, and prints the backbone table, the Tukey HSD tables
 and each encoder's training time relative to the first encoder's, measured in the same run.
 """
 
@@ -53,7 +53,7 @@ def main() -> int:
         return done.returncode
     print(f"multirun finished in {time.perf_counter() - tic:.0f} s: {out}")
 
-    from madd.models.segmentation.report import collect_runs, write_report
+    from madd.reporting.segmentation import collect_runs, write_report
 
     paths = write_report(out)
     for name in ("backbones", "tukey_f1", "tukey_iou"):

@@ -9,8 +9,8 @@
     madd rank-checkpoints data=synthetic_awdd 'checkpoints=[...]'
     madd cost <run dir> ...                         # = python -m madd.deploy.cost
     madd evaluate-tim <run dir> ...                 # = python -m madd.models.madd.evaluate_tim
-    madd kfold-summary ...                          # = python -m madd.compression.kfold_summary
-    madd segmentation-report ...                    # = python -m madd.models.segmentation.report
+    madd kfold-summary ...                          # = python -m madd.reporting.kfold
+    madd segmentation-report ...                    # = python -m madd.reporting.segmentation
 
 The Hydra subcommands run :mod:`madd.tasks`, as the root scripts do, on the config folder found first among:
 ``$MADD_CONFIG_DIR``, ``./conf`` (a project of one's own, laid out as this repository), and the ``conf/`` of the
@@ -41,8 +41,8 @@ HYDRA_COMMANDS = {
 MODULE_COMMANDS = {
     "cost": "madd.deploy.cost",
     "evaluate-tim": "madd.models.madd.evaluate_tim",
-    "kfold-summary": "madd.compression.kfold_summary",
-    "segmentation-report": "madd.models.segmentation.report",
+    "kfold-summary": "madd.reporting.kfold",
+    "segmentation-report": "madd.reporting.segmentation",
 }
 
 

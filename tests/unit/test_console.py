@@ -71,3 +71,12 @@ def test_no_config_folder_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         console.config_dir()
     assert exit_.value.code == 2
+
+
+def test_moved_report_modules_still_run_under_their_old_names():
+    """``python -m madd.compression.kfold_summary`` and ``python -m madd.models.segmentation.report`` (the reports
+    moved to madd.reporting) still run the report: without arguments, its usage error and exit status 2."""
+    for old, usage in (("madd.compression.kfold_summary", "madd kfold-summary dir="),
+                       ("madd.models.segmentation.report", "dir=")):
+        proc = subprocess.run([sys.executable, "-m", old], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and usage in proc.stderr and "Traceback" not in proc.stderr, (old, proc.stderr)

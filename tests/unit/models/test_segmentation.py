@@ -20,7 +20,7 @@ from helpers import SHARED_DATA, compose_config, requires_shared_data
 from madd.errors import MaddConfigError
 from madd.models.segmentation import SegmentationLoss, SegmentationModule, SegmentationNet
 from madd.models.segmentation.lightning_model import threshold_to_half
-from madd.models.segmentation.report import (
+from madd.reporting.segmentation import (
     collect_runs,
     format_p,
     model_cost,

@@ -13,8 +13,8 @@ import yaml
 from helpers import compose_config
 from hydra.utils import instantiate
 
-from madd.compression.kfold_summary import main as summary_main
-from madd.compression.kfold_summary import summarize
+from madd.reporting.kfold import main as summary_main
+from madd.reporting.kfold import summarize
 from madd.data.records import DatasetIndex, Record
 from madd.data.sources import merge_classes
 from madd.errors import DataError, MaddConfigError
