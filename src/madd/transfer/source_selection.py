@@ -69,6 +69,19 @@ def signature_options(options: Mapping | None, seed: int) -> dict:
     return {**options, "seed": seed}
 
 
+def selection_settings(node: Mapping | DictConfig | None) -> tuple[dict, float, int, dict]:
+    """``(signature settings, eps, top_k, label_aliases)`` of a ``conf/source_selection`` node: the top level of
+    ``select_source.py``'s config, or ``data.source_selection`` for ``data.source=auto``."""
+    node = plain(node) or {}
+    unknown = sorted(set(node) - {"signature", "score", "label_aliases"})
+    if unknown:
+        raise MaddConfigError(f"source selection settings {unknown} are not known; valid: signature.*, score.eps, "
+                              "score.top_k, label_aliases (conf/source_selection/default.yaml)")
+    score = node.get("score") or {}
+    return (dict(node.get("signature") or {}), float(score.get("eps", 1e-6)),
+            int(score.get("top_k", 3)), node.get("label_aliases") or {})
+
+
 def select_source_for(
     target: DatasetEntry,
     candidates: Sequence[DatasetEntry],
@@ -99,18 +112,16 @@ def resolve_auto_source(cfg: DictConfig) -> Selection:
     """Replace ``data.source=auto`` in ``cfg`` by the selected candidate; return the selection.
 
     Reads ``data.source_candidates`` (data config names or inline entries with ``name``, ``target``,
-    ``class_names`` and optionally ``label_mapping``) and ``data.source_selection`` (signature options,
-    ``eps``, ``top_k``, ``label_aliases``).
+    ``class_names`` and optionally ``label_mapping``) and ``data.source_selection`` (``signature.*``,
+    ``score.eps``, ``score.top_k``, ``label_aliases``: :func:`selection_settings`).
     """
     data = cfg.data
     candidates = list(data.get("source_candidates") or [])
     if not candidates:
         raise MaddConfigError("data.source=auto needs data.source_candidates: a list of data config names "
                               "(e.g. [synthetic_metal, neu_det]) or inline dataset entries")
-    options = plain(data.get("source_selection"))
-    eps, top_k = float(options.pop("eps", 1e-6)), int(options.pop("top_k", 3))
-    aliases = options.pop("label_aliases", None) or {}
     seed = int(cfg.get("seed") or 0)
+    options, eps, top_k, aliases = selection_settings(data.get("source_selection"))
     items = plain(candidates)
     entries = [dataset_entry(item, cfg.paths, seed, aliases) for item in items]
     target_name = data_config_name("target")
@@ -145,10 +156,10 @@ def run_matrix(cfg: DictConfig) -> dict:
 
     seed = int(cfg.get("seed") or 0)
     set_threads(cfg.get("threads"))
-    aliases = plain(cfg.get("label_aliases"))
+    signature, eps, top_k, aliases = selection_settings({k: cfg.get(k) for k in ("signature", "score", "label_aliases")})
+    opts = signature_options(signature, seed)
     items = [cfg.target, *[s for s in (cfg.get("sources") or []) if s != cfg.target]]
     items = plain(items)
-    opts = signature_options(plain(cfg.get("signature")), seed)
     profiles = []
     for k, item in enumerate(items):
         entry = dataset_entry(item, cfg.paths, seed, aliases)
@@ -166,8 +177,6 @@ def run_matrix(cfg: DictConfig) -> dict:
     if len(profiles) < 2:
         raise MaddConfigError(f"need the target and at least one readable source; got {[p.name for p in profiles]}")
     profiles_by_name(profiles)
-    score = cfg.get("score") or {}
-    eps, top_k = float(score.get("eps", 1e-6)), int(score.get("top_k", 3))
     pairs = discrepancy_matrix(profiles, eps)
     check_no_nan(pairs)
     selections = []

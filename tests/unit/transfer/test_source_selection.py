@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from helpers import TINY_DATA, compose_config, requires_shared_data
+from helpers import CONF, TINY_DATA, compose_config, requires_shared_data
 from omegaconf import open_dict
 
 from madd.errors import MaddConfigError
@@ -83,7 +83,7 @@ def test_auto_source_then_backbone_transfer_in_training(tmp_path, data_dir):
 
     stage1 = compose_config(TINY_DATA + ["data.source=auto", "+data.train_splits=[source]",
                                          "model.train_split=source", *FEW_STEPS,
-                                         "data.source_selection.max_images=20", "data.source_selection.pixels=256"],
+                                         "data.source_selection.signature.max_images=20", "data.source_selection.signature.pixels=256"],
                             tmp_path / "stage1", data_dir)
     with open_dict(stage1):
         stage1.data.source_candidates = [tiny("metal", data_dir, n=24, size=64), tiny("bdd", data_dir, n=24, size=64)]
@@ -165,3 +165,22 @@ def test_grey_colour_single_class_and_mixed_sizes_give_a_nan_free_matrix(tmp_pat
     assert math.isclose(single_row.score, single_row.emd / (1 + 1e-6), rel_tol=1e-5)
     one_of_two = pairs[(pairs.target == "grey") & (pairs.source == "single")].iloc[0]
     assert one_of_two.gini == 0.5 and one_of_two.score > 0  # sharing one of two classes is not free
+
+
+def test_one_source_selection_config_for_both_entry_points(tmp_path, data_dir):
+    """select_source.py and data.source=auto read conf/source_selection/default.yaml through one reader; the data
+    config only lowers the sampling (a fixed K and 500 images, so a training run starts fast)."""
+    from omegaconf import OmegaConf
+
+    from madd.transfer.source_selection import selection_settings
+
+    tool = compose_config([], tmp_path / "tool", data_dir, config_name="select_source")
+    train = compose_config([], tmp_path / "train", data_dir)
+    shared = OmegaConf.to_container(OmegaConf.load(CONF / "source_selection" / "default.yaml"))
+    tool_settings = selection_settings({k: tool[k] for k in ("signature", "score", "label_aliases")})
+    train_settings = selection_settings(train.data.source_selection)
+    assert tool_settings == (shared["signature"], 1e-6, 3, shared["label_aliases"])
+    lowered = {**shared["signature"], "num_clusters": 5, "max_images": 500}
+    assert train_settings == (lowered, 1e-6, 3, shared["label_aliases"])
+    with pytest.raises(MaddConfigError, match=r"source selection settings \['top_k'\]"):
+        selection_settings({"top_k": 2})  # the old flat key
