@@ -25,7 +25,8 @@ from madd.data.dataset import DefectDataset
 from madd.data.records import Record
 from madd.deploy import export as export_mod
 from madd.deploy.export import ExportParityError, export_checkpoint
-from madd.deploy.predict import image_dataset, list_images, predict_folder
+from madd.deploy.images import image_dataset, list_images
+from madd.deploy.predict import predict_folder
 from madd.models.supervised import SupervisedClassifier
 from madd.pipeline import run_config
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from madd.checkpoint import load_module
 from madd.data.dataset import input_shape
+from madd.deploy.images import image_dataset, list_images
 from madd.errors import MaddConfigError
 from madd.utils.optional import require
 
@@ -187,8 +188,6 @@ def export_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     images = torch.rand(parity_batch, *shape, generator=torch.Generator().manual_seed(seed))
     if parity_images:
-        from madd.deploy.predict import image_dataset, list_images
-
         ds = image_dataset(list_images(parity_images)[:32], shape)
         images = torch.cat([images, torch.stack([ds[i]["image"] for i in range(len(ds))])])
     results: dict[str, Any] = {"parity": []}

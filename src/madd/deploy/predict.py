@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,43 +25,21 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw
 
-from madd.data.dataset import DefectDataset, boxes_from_mask, collate
-from madd.data.image_io import image_size, load_image, verify_records
-from madd.data.records import Record
-from madd.errors import DataError, MaddConfigError
+from madd.checkpoint import load_module
+from madd.data.dataset import boxes_from_mask, collate, input_shape
+from madd.data.image_io import image_size, load_image
+from madd.deploy.export import deploy_model
+from madd.deploy.images import image_dataset, list_images
+from madd.errors import MaddConfigError
 from madd.utils.optional import require
 
 log = logging.getLogger(__name__)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted), by PIL's registered extensions (content decides later)."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise DataError(f"input_dir={root} is not a folder; give the folder of images to predict")
-    extensions = {e.lower() for e in Image.registered_extensions()}
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-    if not files:
-        raise DataError(f"input_dir={root} holds no image files ({', '.join(sorted(extensions)[:8])}, ...)")
-    return files
-
-
-def image_dataset(files: Sequence[Path], shape: Sequence[int]) -> DefectDataset:
-    """The training dataset class over unlabelled files (label 0 is a placeholder), every file checked first."""
-    records = [Record(str(f), 0) for f in files]
-    channels, h, w = shape
-    verify_records(records, channels)
-    return DefectDataset(records, (h, w), channels, cache=False)
 
 
 class TorchPredictor:
     """A checkpoint loaded safely (:func:`madd.checkpoint.load_module`)."""
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        from madd.checkpoint import load_module
-        from madd.data.dataset import input_shape
-        from madd.deploy.export import deploy_model
-
         module = load_module(path)
         self.shape = input_shape(module.run_config.get("data"))
         self.device = torch.device(device)
