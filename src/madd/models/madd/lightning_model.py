@@ -26,9 +26,6 @@ from madd.models.stage import Stage
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("adapter", "views", "tim", "joint", "teacher_sync", "consistency", "rcsm", "mapom", "memory_bank",
-            "loss_weights", "weight_adaptation", "phase3")
-
 
 class MADDModule(DefectModule):
     """Args (each section is documented in ``conf/model/madd.yaml`` and :mod:`madd.models.madd.config_sections`):
@@ -59,17 +56,12 @@ class MADDModule(DefectModule):
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
         if eval_network not in ("student_a", "teacher"):
             raise MaddConfigError(f"model.eval_network={eval_network!r}: choose student_a or teacher")
-        unknown = sorted(set(sections) - set(SECTIONS))
+        unknown = sorted(set(sections) - set(config_sections.SECTIONS))
         if unknown:
-            raise MaddConfigError(f"model.{unknown[0]} is not a MADD setting; valid sections: {list(SECTIONS)}")
-        self.cfg = cfg = {name: config_sections.resolve(name, sections.get(name)) for name in SECTIONS}
+            raise MaddConfigError(f"model.{unknown[0]} is not a MADD setting; valid sections: "
+                                  f"{list(config_sections.SECTIONS)}")
+        self.cfg = cfg = {name: config_sections.resolve(name, sections.get(name)) for name in config_sections.SECTIONS}
         self.tim_cfg = cfg["tim"]
-        weights = cfg["loss_weights"]
-        if bool(cfg["mapom"]["enabled"]) and bool(cfg["mapom"]["dynamic_threshold"]) and weights["eta"] <= 0:
-            raise MaddConfigError("model.loss_weights.eta=0 leaves the meta-learner untrained; for a fixed "
-                                  "threshold set model.mapom.dynamic_threshold=false (threshold model.mapom.fixed_tau)")
-        if cfg["rcsm"]["enabled"] and weights["delta"] <= 0:
-            log.warning("model.loss_weights.delta=0 switches the RCSM off (no reconstruction, no anomaly map)")
         self.model = MADDModel(backbone, num_classes, normal_index, cfg, share_students, eval_network, dropout,
                                class_weights, head)
         self.register_buffer("last_val_f1", torch.tensor(-1.0))  # -1: no validation seen yet (LossWeightAdapter)
@@ -94,12 +86,12 @@ class MADDModule(DefectModule):
         return ["target_labeled", "target_unlabeled", "source"]
 
     def configure_callbacks(self):
-        ts = self.cfg["teacher_sync"]
-        callbacks = [TeacherSync(ts["every_n_epochs"], ts["mode"], ts["ema_decay"])]
-        wa = self.cfg["weight_adaptation"]
-        if wa["enabled"]:
-            callbacks.append(LossWeightAdapter(wa["monitor"], wa["step"], wa["tolerance"], tuple(wa["bounds"]),
-                                               tuple(wa["supervised"]), tuple(wa["auxiliary"])))
+        sync, adapt = self.cfg["teacher_sync"], self.cfg["weight_adaptation"]
+        callbacks = [TeacherSync(sync["every_n_epochs"], sync["mode"], sync["ema_decay"])]
+        if adapt["enabled"]:
+            callbacks.append(LossWeightAdapter(adapt["monitor"], adapt["step"], adapt["tolerance"],
+                                               tuple(adapt["bounds"]), tuple(adapt["supervised"]),
+                                               tuple(adapt["auxiliary"])))
         return callbacks
 
     def weights(self) -> dict[str, float]:
@@ -132,12 +124,7 @@ class MADDModule(DefectModule):
         stage = phase3.phase3_stage(self.model.student_a, self.model.teacher, self.trainer.datamodule,
                                     self.cfg["phase3"])
         pruned = stage.finish
-
-        def take_pruned(module, best: str) -> None:
-            self.model.student_a = pruned(module, best)
-            self.model.eval_network = "student_a"
-
-        stage.finish = take_pruned
+        stage.finish = lambda module, best: self.model.use_pruned_student(pruned(module, best))
         yield stage
 
     # ====================================================================== inference

@@ -39,6 +39,7 @@ its all-gather; the default is the identity of one process.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from madd.data.augment import build_augmentation
+from madd.errors import MaddConfigError
 from madd.models.class_weights import ClassWeights
 from madd.models.ema import copy_weights, ema_update
 from madd.models.madd.loss import (
@@ -72,6 +74,8 @@ from madd.models.madd.networks import (
 )
 from madd.models.madd.reconstruction_masks import DefectGuidedMasker, DefectPrototype, anomaly_attention, defect_cells, masked_input
 from madd.models.madd.industrial_views import build_mild_view, build_strong_view
+
+log = logging.getLogger(__name__)
 
 #: ``gather(rows, keep_graph) -> rows of every rank``
 Gather = Callable[..., torch.Tensor]
@@ -160,6 +164,11 @@ class MADDModel(nn.Module):
         self.strong_pass = self.cons_on or self.ssl_on_strong  # student B on the strong view
         self.dynamic_tau = bool(mapom["enabled"]) and bool(mapom["dynamic_threshold"])
         self.bank_on = bool(mapom["enabled"]) and bool(cfg["memory_bank"]["enabled"])
+        if self.dynamic_tau and weights["eta"] <= 0:
+            raise MaddConfigError("model.loss_weights.eta=0 leaves the meta-learner untrained; for a fixed "
+                                  "threshold set model.mapom.dynamic_threshold=false (threshold model.mapom.fixed_tau)")
+        if cfg["rcsm"]["enabled"] and weights["delta"] <= 0:
+            log.warning("model.loss_weights.delta=0 switches the RCSM off (no reconstruction, no anomaly map)")
 
         # networks (section 2.5)
         adapter = cfg["adapter"]
@@ -242,6 +251,10 @@ class MADDModel(nn.Module):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.apply_joint_freeze()
+
+    def use_pruned_student(self, student: MADDNet) -> None:
+        """Phase 3's physically pruned student A replaces student A and is the network evaluated and exported."""
+        self.student_a, self.eval_network = student, "student_a"
 
     def weights(self) -> dict[str, float]:
         return {k: float(v) for k, v in zip(WEIGHT_NAMES, self.loss_weights.tolist())}
