@@ -68,7 +68,7 @@ def flops_by_part(module, net, image: torch.Tensor) -> dict[str, int]:
     """FLOPs of the deployed graph ``net``: total, the classification pass, the decoder, the rest of the map."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from madd.compression.measure import count_flops
+    from madd.compression.network_cost import count_flops
 
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         net(image)
@@ -84,7 +84,7 @@ def flops_by_part(module, net, image: torch.Tensor) -> dict[str, int]:
 
 
 def graph_cost(module, size: int) -> dict[str, float]:
-    from madd.compression.measure import count_params
+    from madd.compression.network_cost import count_params
     from madd.deploy.cost import used_parameter_count
     from madd.deploy.export import deploy_model
 
@@ -102,7 +102,7 @@ def graph_cost(module, size: int) -> dict[str, float]:
 def interleaved_latency(nets: dict, shape, threads: int, repeats: int, min_run_time: float) -> dict[str, list[float]]:
     """Batch-1 CPU seconds per image of every net, the nets alternating ``repeats`` times (the order reversed every
     other repeat, so that none always runs first)."""
-    from madd.compression.measure import measure_latency
+    from madd.compression.network_cost import measure_latency
 
     times: dict[str, list[float]] = {name: [] for name in nets}
     for r in range(repeats):

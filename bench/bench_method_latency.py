@@ -29,9 +29,9 @@ measures every method's deployed graph in one process, interleaved, so they do:
 3. measures every module's deployed graph, :func:`madd.deploy.export.deploy_model` (what ``export.py`` writes and
    :func:`madd.deploy.cost.deploy_cost` measures: images -> class probabilities, plus the anomaly map where the
    method has one): the parameters of the submodules that run (:func:`madd.deploy.cost.used_parameter_count`),
-   FLOPs (:func:`madd.compression.measure.count_flops`, ``torch.utils.flop_counter``: the memory-bank distances and
+   FLOPs (:func:`madd.compression.network_cost.count_flops`, ``torch.utils.flop_counter``: the memory-bank distances and
    the Mahalanobis products are matmuls and count) and batch-1 CPU latency
-   (:func:`madd.compression.measure.measure_latency`, ``torch.utils.benchmark``, ``--threads`` for all), the graphs
+   (:func:`madd.compression.network_cost.measure_latency`, ``torch.utils.benchmark``, ``--threads`` for all), the graphs
    alternating ``--repeats`` times with the order reversed every other repeat; the median of the repeats is kept
    (min-max beside it), images/s = 1000 / median ms, and the ratio against ``--reference`` (default
    ``supervised_<domain>``) is the median of the per-repeat ratios (the graphs of one repeat run back to back, so
@@ -170,7 +170,7 @@ def fit_normal_only(module, cfg, max_images: int | None) -> str:
 
 def graph_cost(module, shape) -> dict:
     """The deployed graph of ``module`` (``deploy_model``), its used parameters and its FLOPs at batch 1."""
-    from madd.compression.measure import count_flops
+    from madd.compression.network_cost import count_flops
     from madd.deploy.cost import used_parameter_count
     from madd.deploy.export import deploy_model
 
@@ -184,7 +184,7 @@ def interleaved_latency(nets: dict, shapes: dict, threads: int, repeats: int,
                         min_run_time: float) -> dict[str, list[float]]:
     """Batch-1 CPU seconds per image of every net, the nets alternating ``repeats`` times (the order reversed every
     other repeat, so that none always runs first)."""
-    from madd.compression.measure import measure_latency
+    from madd.compression.network_cost import measure_latency
 
     times: dict[str, list[float]] = {name: [] for name in nets}
     for r in range(repeats):

@@ -52,7 +52,7 @@ def compose(args, out: Path):
 
 def best_cost(nets: dict, image_shape, threads: int, repeats: int, min_run_time: float) -> dict[str, dict]:
     """``measure`` of every net, alternating between them ``repeats`` times; the lowest latency is kept."""
-    from madd.compression.measure import measure
+    from madd.compression.network_cost import measure
 
     best: dict[str, dict] = {}
     for _ in range(repeats):

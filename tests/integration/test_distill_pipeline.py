@@ -8,7 +8,7 @@ import torch
 from helpers import TINY_DATA, compose_config
 
 from madd.checkpoint import load_module, read_checkpoint
-from madd.compression.measure import count_params
+from madd.compression.network_cost import count_params
 from madd.deploy.export import deploy_model
 from madd.errors import MaddConfigError
 from madd.pipeline import train

@@ -11,7 +11,7 @@ from helpers import TINY_DATA, compose_config
 
 from madd.checkpoint import load_module, read_checkpoint
 from madd.compression import L1FilterPruning
-from madd.compression.measure import count_params
+from madd.compression.network_cost import count_params
 from madd.errors import MaddConfigError
 from madd.pipeline import train
 

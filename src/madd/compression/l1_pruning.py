@@ -20,7 +20,7 @@ from typing import Any
 
 import lightning as L
 
-from madd.compression.callback import FilterPruningCallback
+from madd.compression.pruning_callback import FilterPruningCallback
 from madd.compression.masks import apply_masks, compute_masks
 from madd.errors import MaddConfigError
 

@@ -5,7 +5,7 @@ images -> class probabilities (+ the anomaly map when the method has one). A MAD
 students, a decoder and a meta-learner, but inference runs student A/the teacher and the decoder only, so
 ``deploy_params`` counts the parameters of the submodules that the forward pass actually runs (forward hooks),
 not ``module.parameters()``. FLOPs come from ``torch.utils.flop_counter`` and the latency from
-``torch.utils.benchmark`` (:mod:`madd.compression.measure`): batch 1, CPU, one thread, so runs are comparable
+``torch.utils.benchmark`` (:mod:`madd.compression.network_cost`): batch 1, CPU, one thread, so runs are comparable
 across machines of the same kind; ``fps = 1000 / latency_ms``.
 
 ``train.py`` writes these into each run's ``metrics.json``. For runs made before that (or to re-measure on a quiet
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from madd.checkpoint import load_module
-from madd.compression.measure import count_flops, measure_latency
+from madd.compression.network_cost import count_flops, measure_latency
 from madd.data.dataset import input_shape
 from madd.deploy.export import deploy_model
 from madd.errors import MaddConfigError

@@ -36,6 +36,8 @@ from madd.models.backbone_transfer import (
     naming_style,
     transfer_backbone,
 )
+from madd.transfer.datasets import data_config_name
+from madd.transfer.source_selection import set_threads
 from madd.transfer.transferability import score_features
 
 log = logging.getLogger(__name__)
@@ -211,9 +213,6 @@ def run_ranking(cfg) -> dict:
     """``rank_checkpoints.py``: score every checkpoint in ``cfg.checkpoints`` on ``cfg.data``'s labelled target
     images, print the ranking and write ``transferability.csv`` into the run folder."""
     from hydra.utils import instantiate
-
-    from madd.transfer.datasets import data_config_name
-    from madd.transfer.source_selection import set_threads
 
     checkpoints = list(cfg.get("checkpoints") or [])
     if not checkpoints:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from madd.data.image_io import load_image
 from madd.errors import MaddConfigError
 
 log = logging.getLogger(__name__)
@@ -181,8 +182,6 @@ def _pad(batch: list[tuple[Tensor, Tensor]], device) -> tuple[Tensor, Tensor]:
 
 def load_rgb(paths: Sequence[str], workers: int = 2) -> list[np.ndarray]:
     """Decode images by content (``madd.data.image_io.load_image``) as ``HxWx3`` uint8, in threads."""
-    from madd.data.image_io import load_image
-
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(lambda p: load_image(p, channels=3), paths))
 

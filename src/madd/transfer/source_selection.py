@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from madd.errors import MaddConfigError
+from madd.errors import DataError, MaddConfigError
 from madd.transfer.datasets import DatasetEntry, data_config_name, dataset_entry, label_mapping_between
 from madd.transfer.discrepancy import (
     DatasetProfile,
     PairScore,
     Selection,
     check_no_nan,
+    discrepancy_matrix,
     pair_score,
     profile_dataset,
+    profiles_by_name,
     select_source,
 )
+from madd.transfer.discrepancy_report import print_matrix, save_heatmap, write_csv
 from madd.transfer.signatures import signature_summary
 
 log = logging.getLogger(__name__)
@@ -148,12 +152,6 @@ def resolve_auto_source(cfg: DictConfig) -> Selection:
 def run_matrix(cfg: DictConfig) -> dict:
     """``select_source.py``: the full matrix (every dataset as target against every other as source), its CSV
     and heatmap in the run's output folder, and the source chosen for ``cfg.target``."""
-    from pathlib import Path
-
-    from madd.errors import DataError
-    from madd.transfer.discrepancy import discrepancy_matrix, profiles_by_name
-    from madd.transfer.discrepancy_report import print_matrix, save_heatmap, write_csv
-
     seed = int(cfg.get("seed") or 0)
     set_threads(cfg.get("threads"))
     signature, eps, top_k, aliases = selection_settings({k: cfg.get(k) for k in ("signature", "score", "label_aliases")})

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FilePath, model_validator
 
 from madd.data.datamodule import IMAGING_MODALITIES
+from madd.errors import MaddConfigError
 
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
@@ -41,8 +42,6 @@ WritableDir = Annotated[Path, AfterValidator(writable_dir)]
 
 def require_writable_dir(key: str, path: str | Path) -> Path:
     """:func:`writable_dir` for a folder computed in code (not a config value of its own)."""
-    from madd.errors import MaddConfigError
-
     try:
         return writable_dir(Path(path))
     except ValueError as err:

@@ -11,7 +11,7 @@ from torch import nn
 
 from madd.pruning.groups import find_groups, filter_norms
 from madd.compression.masks import apply_masks, compute_masks, keep_count, kept_fraction, lowest_norm_mask
-from madd.compression.measure import count_flops, count_macs, count_params, measure_latency
+from madd.compression.network_cost import count_flops, count_macs, count_params, measure_latency
 from madd.pruning.physical import apply_architecture, conv_widths, remove_pruned_channels
 from madd.compression.report import to_markdown, with_comparisons, write_report
 from madd.compression.soft_pruning import asfp_rate

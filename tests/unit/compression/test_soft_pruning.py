@@ -10,7 +10,7 @@ from helpers import TINY_DATA, compose_config
 from madd.checkpoint import load_module
 from madd.pruning.groups import find_groups
 from madd.compression.masks import keep_count
-from madd.compression.measure import count_params
+from madd.compression.network_cost import count_params
 from madd.compression.soft_pruning import SoftFilterPruning
 from madd.errors import MaddConfigError
 from madd.pipeline import train

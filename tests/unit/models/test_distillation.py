@@ -11,7 +11,7 @@ import torch
 from helpers import CONF, TINY_DATA, compose_config
 from hydra.utils import instantiate
 
-from madd.compression.measure import count_params
+from madd.compression.network_cost import count_params
 from madd.models.madd.phase3 import phase3_options, phase3_stage
 from madd.errors import MaddConfigError
 from madd.models.backbones import Backbone

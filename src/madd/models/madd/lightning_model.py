@@ -1,9 +1,6 @@
-"""MADD (meta-adaptive defect detection) as a LightningModule: it declares Phase 1 (TIM, ``stages``) and Phase 3
-(pruning + distillation, ``post_stages``, when ``model.phase3.enabled``), which the pipeline runs, and runs Phase 2
-(joint training, Eq. 17) as its own fit. The computing is :class:`~madd.models.madd.torch_model.MADDModel`'s
-(``self.model``); this module holds the hooks, the optimisation, the logging, the validation cache of Eq. 13 and
-the checkpoint state.
-"""
+"""MADD as a LightningModule: it declares Phase 1 (TIM, ``stages``) and Phase 3 (``post_stages``), which the
+pipeline runs, and fits Phase 2 (Eq. 17). :class:`~madd.models.madd.torch_model.MADDModel` (``self.model``) computes;
+this module holds the hooks, the optimisation, the logging, Eq. 13's validation cache and the checkpoint state."""
 
 from __future__ import annotations
 
@@ -15,13 +12,13 @@ import torch
 from madd.errors import MaddConfigError
 from madd.models.base import DefectModule
 from madd.models.madd import config_sections, phase3
+from madd.models.madd.box_localization import BoxAP, boxes_from_anomaly_map, target_boxes
 from madd.models.madd.callbacks import LossWeightAdapter, TeacherSync
 from madd.models.madd.distributed import gather_rows
-from madd.models.madd.box_localization import BoxAP, boxes_from_anomaly_map, target_boxes
 from madd.models.madd.loss import WEIGHT_NAMES
 from madd.models.madd.networks import MADDNet
-from madd.models.madd.transfer_init import tim_stages
 from madd.models.madd.torch_model import MADDModel, StepOutput
+from madd.models.madd.transfer_init import tim_stages
 from madd.models.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -192,12 +189,10 @@ class MADDModule(DefectModule):
         rows = []
         for batch in batches:
             batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            rows.append(self._meta_rows(batch, self.model.evaluate(batch["image"])))
+            out = self.model.evaluate(batch["image"])
+            rows.append(self.model.meta_validation_rows(batch["image"], batch["label"], out.rec_error))
         self.train(was_training)
         return {k: torch.cat([r[k] for r in rows]) for k in rows[0]} if rows else {}
-
-    def _meta_rows(self, batch: dict, out) -> dict[str, torch.Tensor]:
-        return self.model.meta_validation_rows(batch["image"], batch["label"], out.rec_error)
 
     def on_validation_epoch_start(self) -> None:
         self._val_rows = {}
@@ -206,7 +201,7 @@ class MADDModule(DefectModule):
         out = self.model.evaluate(batch["image"])
         self._eval_step(batch, "val", (out.logits, out.anomaly_map))
         if self.model.dynamic_tau:
-            for k, v in self._meta_rows(batch, out).items():
+            for k, v in self.model.meta_validation_rows(batch["image"], batch["label"], out.rec_error).items():
                 self._val_rows.setdefault(k, []).append(v)
 
     def on_validation_epoch_end(self) -> None:
@@ -242,10 +237,8 @@ class MADDModule(DefectModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["madd_state"] = {
-            "tau_history": [float(t) for t in self.tau_history],
-            "val_cache": {k: v.detach().cpu() for k, v in self.val_cache.items()},
-        }
+        checkpoint["madd_state"] = {"tau_history": [float(t) for t in self.tau_history],
+                                    "val_cache": {k: v.detach().cpu() for k, v in self.val_cache.items()}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = self.upgrade_state_dict(checkpoint.get("state_dict") or {})

@@ -31,7 +31,7 @@ from torch import nn
 from madd.checkpoint import save_module
 from madd.compression.evaluate import evaluate
 from madd.compression.masks import apply_masks, kept_fraction
-from madd.compression.measure import measure
+from madd.compression.network_cost import measure
 from madd.compression.report import write_report
 from madd.data.dataset import image_hw, input_shape
 from madd.errors import MaddConfigError
