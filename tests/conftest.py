@@ -18,6 +18,14 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts with one intra-op thread, whatever an earlier test left (a run's ``threads`` setting, a
+    bench): on a shared, loaded CPU two threads wait on each other (measured ~25x slower)."""
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One synthetic-data cache for the whole session (generation is cached by parameters)."""

@@ -25,14 +25,6 @@ TINY = [o for o in TINY_DATA if not o.startswith("data.image_size=")] + [
 TEST_KEYS = {"test/mAP", "test/accuracy", "test/f1", "test/auroc", "test/DR", "test/FAR", "test/loss"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # on a shared, loaded CPU two OpenMP threads spin against each other: one is several times faster
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _ckpts(tmp_path: Path) -> Path:
     return tmp_path / "out" / "checkpoints"

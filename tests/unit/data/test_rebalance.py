@@ -12,7 +12,6 @@ from madd.errors import DataError, MaddConfigError
 from madd.data.gini import gini
 from madd.data.rebalance import RebalancedDataset, rebalance_plan, rebalanced_counts, subset_select
 
-torch.set_num_threads(1)  # tiny ops: one thread is the fastest on a shared machine
 
 
 def test_rebalanced_counts_hand_values():

@@ -13,7 +13,6 @@ from madd.models.classifier import ImageClassifier
 from madd.models.supervised import SupervisedClassifier
 from madd.transfer import TransferReport, load_checkpoint_state, transfer_backbone
 
-torch.set_num_threads(1)  # tiny ops: one thread is the fastest on a shared machine
 
 torch.manual_seed(0)
 

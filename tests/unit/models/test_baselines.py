@@ -23,14 +23,6 @@ from madd.models.mean_teacher import MeanTeacher, MeanTeacherLoss, sigmoid_rampu
 from madd.pipeline import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared, overloaded CPU two threads wait on each other (measured ~25x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # ----------------------------------------------------------------------------------------------- EMA
 
 

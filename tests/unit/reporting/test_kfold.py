@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from helpers import compose_config
 from hydra.utils import instantiate

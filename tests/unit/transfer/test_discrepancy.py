@@ -39,7 +39,6 @@ from madd.transfer.signatures import (
     sign_dataset,
 )
 
-torch.set_num_threads(1)  # tiny ops: one thread is the fastest on a shared machine
 
 
 def blob_image(seed: int, modes: int = 4, size: int = 40, grey: bool = False) -> np.ndarray:

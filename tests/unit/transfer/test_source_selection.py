@@ -14,7 +14,6 @@ from madd.errors import MaddConfigError
 from madd.transfer.datasets import dataset_entry
 from madd.transfer.source_selection import run_matrix
 
-torch.set_num_threads(1)  # tiny ops: one thread is the fastest on a shared machine
 
 CLASSES = {"awdd": ["good", "crack", "pore", "edge_burn", "incomplete_weld"],
            "bdd": ["good", "pitting", "crack", "wear"], "metal": ["good", "crack", "pore", "scratch"]}

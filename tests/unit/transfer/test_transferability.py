@@ -17,7 +17,6 @@ from madd.models.supervised import SupervisedClassifier
 from madd.transfer.checkpoint_ranking import infer_resnet, layer3_features, load_candidate, run_ranking
 from madd.transfer.transferability import SCORES, class_mean_matrix, d_deepscore, h_score, logme
 
-torch.set_num_threads(1)
 
 
 def clustered(n=150, d=24, classes=4, spread=3.0, seed=0):
