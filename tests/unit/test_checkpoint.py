@@ -84,3 +84,25 @@ def test_load_network_records_a_self_contained_spec(module_and_config, tmp_path)
     assert isinstance(build_network(config["model"]), type(net))
     with pytest.raises(MaddConfigError, match="no network `student`"):
         load_network(path, attr="student")
+
+
+@pytest.mark.parametrize("eval_network", ["student_a", "teacher"])
+def test_a_madd_checkpoint_with_a_pruned_student_a_is_rebuilt(eval_network, tmp_path, data_dir):
+    """Phase 3 prunes student A inside MADD's torch model (``model.student_a``): the loader fits that network's
+    shapes inside the container (``holds_networks``), not through the container's forward, which runs the teacher
+    when ``eval_network=teacher``; the teacher stays whole."""
+    cfg = compose_config(["experiment=madd_awdd", *TINY_DATA, "model/backbone=resnet18", "model.tim.enabled=false",
+                          f"model.eval_network={eval_network}"], tmp_path, data_dir)
+    torch.manual_seed(0)
+    module = instantiate(cfg.model, _convert_="partial").eval()
+    student, image = module.model.student_a, torch.rand(1, 3, 64, 64)
+    groups = find_groups(student, image, "inner")
+    masks = compute_masks(student, groups, 0.5)
+    apply_masks(student, groups, masks)
+    remove_pruned_channels(student, image, groups, masks)
+    loaded = load_module(save_module(module, tmp_path / "pruned_madd.ckpt", run_config(cfg)))
+    widths = {n: m.out_channels for n, m in loaded.model.student_a.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert widths == {n: m.out_channels for n, m in student.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert loaded.model.teacher.backbone.stages[0][0].conv1.out_channels == 64  # the teacher is not pruned
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval_outputs(image)[0], module.eval_outputs(image)[0], atol=1e-5, rtol=1e-4)
