@@ -64,7 +64,7 @@ def test_stages_around_the_fit_in_order_and_skipped_before_it_when_resuming(monk
 
 def test_run_stage_fits_in_its_own_folder_on_its_splits_and_hands_on(tmp_path, data_dir):
     cfg = compose_config(["model=supervised", *TINY_DATA, "data.image_size=32", "model/backbone=mobilenet_v2",
-                          "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"], tmp_path, data_dir)
+                          "trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"], tmp_path, data_dir)
     dm = instantiate(cfg.data, _convert_="all")
     module = instantiate(cfg.model, _convert_="partial")
     seen = {}

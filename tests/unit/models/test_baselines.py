@@ -233,7 +233,7 @@ def _mean_teacher_run(tmp_path, data_dir, name: str, epochs: int, *extra: str) -
     out = tmp_path / name
     cfg = compose_config(
         ["model=mean_teacher", "model/backbone=mobilenet_v2", *SMALL, f"trainer.max_epochs={epochs}",
-         "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
+         "trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
          # keep every epoch: Lightning 2.6 refreshes last.ckpt only when a top-k checkpoint is written
          "callbacks.model_checkpoint.save_top_k=-1", *extra],
         out, data_dir,

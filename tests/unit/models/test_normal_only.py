@@ -281,7 +281,7 @@ def test_train_test_export_predict_end_to_end(method, tmp_path, data_dir):
     from madd.deploy.predict import predict_folder
     from madd.pipeline import train
 
-    cfg = compose_config([f"model={method}", *TINY_DATA, "+trainer.limit_train_batches=1"], tmp_path, data_dir)
+    cfg = compose_config([f"model={method}", *TINY_DATA, "trainer.limit_train_batches=1"], tmp_path, data_dir)
     metrics = train(cfg)
     for key in ("test/image_auroc", "test/DR_at_FAR", "test/DR", "test/FAR", "test/pixel_auroc", "test/pixel_f1"):
         assert 0.0 <= metrics[key] <= 1.0, key
@@ -325,7 +325,7 @@ def test_map_threshold_callback_sets_any_models_map_threshold_on_validation(tmp_
     from madd.pipeline import train
 
     cfg = compose_config([*TINY_DATA, f"model._target_={__name__}.BrightnessMapClassifier", "callbacks=[default,map_threshold]",
-                          "trainer.max_epochs=1", "+trainer.limit_train_batches=1"], tmp_path, data_dir)
+                          "trainer.max_epochs=1", "trainer.limit_train_batches=1"], tmp_path, data_dir)
     metrics = train(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")

@@ -18,7 +18,7 @@ from madd.transfer.source_selection import run_matrix
 CLASSES = {"awdd": ["good", "crack", "pore", "edge_burn", "incomplete_weld"],
            "bdd": ["good", "pitting", "crack", "wear"], "metal": ["good", "crack", "pore", "scratch"]}
 FAST_SIGNATURE = ["signature.k_range=[1,5]", "signature.elbow_images=4", "signature.pixels=256"]
-FEW_STEPS = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test=false"]
+FEW_STEPS = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test=false"]
 
 
 def tiny(domain: str, data_dir, n: int = 30, seed: int = 1, size: int = 32) -> dict:
