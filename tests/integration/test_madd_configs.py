@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import TINY_DATA, TINY_SOURCE, compose_config, requires_shared_data
+
 from madd.errors import MaddConfigError
 from madd.utils.instantiate import instantiate_clear as instantiate
 
@@ -68,6 +68,18 @@ def test_synthetic_experiments_compose(tmp_path, data_dir):
     assert awdd.model.backbone.weights == "package" and awdd.model.backbone.freeze_bn
     bdd = compose_config(["experiment=madd_bdd"], tmp_path, data_dir)
     assert bdd.data.target.domain == "bdd" and bdd.model.views.modality == "visual"
+
+
+@pytest.mark.parametrize("domain", ["kolektorsdd", "xsdd"])
+def test_semi_supervised_real_data_presets_share_madds_joint_budget(tmp_path, data_dir, domain):
+    """MADD, FixMatch and Mean Teacher compare at equal steps: one budget file, kept by trainer=gpu, and the
+    command line still wins over it."""
+    names = {"kolektorsdd": ["madd_kolektorsdd", "fixmatch_kolektorsdd", "mean_teacher_kolektorsdd"],
+             "xsdd": ["madd_neu_to_xsdd", "fixmatch_xsdd", "mean_teacher_xsdd"]}[domain]
+    for name in names:
+        for extra, want in [([], (10, 20)), (["trainer=gpu"], (10, 20)), (["trainer.max_epochs=3"], (3, 20))]:
+            t = compose_config([f"experiment={name}", *extra], tmp_path, data_dir).trainer
+            assert (t.max_epochs, t.limit_train_batches) == want, (name, extra)
 
 
 @requires_shared_data
