@@ -37,6 +37,14 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
         t_buf.copy_(s_buf)
 
 
+def warmup_decay(step: int, decay: float) -> float:
+    """``min(1 - 1 / (step + 1), decay)``, the EMA decay at optimiser step ``step`` (1, 2, ...) with the warm-up of
+    Mean Teacher's official code (Tarvainen & Valpola, 2017): a true running mean of the student's weights over
+    the first ``1 / (1 - decay) - 1`` steps, then the fixed ``decay``. Without it a teacher that starts from an
+    untrained head (a fresh classifier) keeps ``decay^t`` of that head for hundreds of steps."""
+    return min(1.0 - 1.0 / (step + 1), decay)
+
+
 @torch.no_grad()
 def copy_weights(teacher: nn.Module, student: nn.Module) -> None:
     """Make ``teacher`` an exact copy of ``student`` (parameters and buffers), keeping the teacher's objects."""

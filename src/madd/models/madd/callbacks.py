@@ -35,20 +35,23 @@ from collections.abc import Mapping, Sequence
 import lightning as L
 
 from madd.errors import MaddConfigError
+from madd.models.ema import warmup_decay
 
 
 class TeacherSync(L.Callback):
     """Calls ``pl_module.sync_teacher()`` every ``every_n_epochs`` epochs (``mode="copy"``) or
-    ``pl_module.ema_teacher(ema_decay)`` after every optimiser step (``mode="ema"``)."""
+    ``pl_module.ema_teacher(decay)`` after every optimiser step (``mode="ema"``): ``decay = ema_decay``, or with
+    ``warmup`` Mean Teacher's warm-up :func:`~madd.models.ema.warmup_decay` of the fit's global step."""
 
-    def __init__(self, every_n_epochs: int = 5, mode: str = "copy", ema_decay: float = 0.99) -> None:
+    def __init__(self, every_n_epochs: int = 5, mode: str = "copy", ema_decay: float = 0.99,
+                 warmup: bool = False) -> None:
         if mode not in ("copy", "ema"):
             raise MaddConfigError(f"model.teacher_sync.mode={mode!r}: choose copy or ema")
         if every_n_epochs < 1:
             raise MaddConfigError(f"model.teacher_sync.every_n_epochs={every_n_epochs} must be >= 1")
         if not 0.0 <= ema_decay <= 1.0:
             raise MaddConfigError(f"model.teacher_sync.ema_decay={ema_decay} must be in [0, 1]")
-        self.every_n_epochs, self.mode, self.ema_decay = every_n_epochs, mode, ema_decay
+        self.every_n_epochs, self.mode, self.ema_decay, self.warmup = every_n_epochs, mode, ema_decay, warmup
         self._last_ema_step = -1
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -60,7 +63,8 @@ class TeacherSync(L.Callback):
         if self.mode != "ema" or trainer.global_step == self._last_ema_step:  # no optimiser step: nothing new
             return
         self._last_ema_step = trainer.global_step
-        pl_module.ema_teacher(self.ema_decay)
+        step = trainer.global_step
+        pl_module.ema_teacher(warmup_decay(step, self.ema_decay) if self.warmup else self.ema_decay)
 
 
 def adjust_weights(weights: Mapping[str, float], delta: float, step: float = 0.1, tolerance: float = 0.005,

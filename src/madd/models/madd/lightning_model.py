@@ -84,7 +84,7 @@ class MADDModule(DefectModule):
 
     def configure_callbacks(self):
         sync, adapt = self.cfg["teacher_sync"], self.cfg["weight_adaptation"]
-        callbacks = [TeacherSync(sync["every_n_epochs"], sync["mode"], sync["ema_decay"])]
+        callbacks = [TeacherSync(sync["every_n_epochs"], sync["mode"], sync["ema_decay"], sync["warmup"])]
         if adapt["enabled"]:
             callbacks.append(LossWeightAdapter(adapt["monitor"], adapt["step"], adapt["tolerance"],
                                                tuple(adapt["bounds"]), tuple(adapt["supervised"]),

@@ -19,7 +19,7 @@ from madd.models.backbones import Backbone
 from madd.models.base import DefectModule
 from madd.models.class_weights import ClassWeights
 from madd.models.classifier import ImageClassifier
-from madd.models.ema import copy_weights, ema_update
+from madd.models.ema import copy_weights, ema_update, warmup_decay
 from madd.models.mean_teacher.loss import MeanTeacherLoss
 
 
@@ -106,8 +106,8 @@ class MeanTeacher(DefectModule):
         return trainer.current_epoch + fraction
 
     def current_ema_decay(self, step: int) -> float:
-        """``min(1 - 1 / (step + 1), ema_decay)``: a true running mean at first, then the fixed decay."""
-        return min(1.0 - 1.0 / (step + 1), self.ema_decay)
+        """:func:`~madd.models.ema.warmup_decay`: a true running mean at first, then the fixed decay."""
+        return warmup_decay(step, self.ema_decay)
 
     def on_fit_start(self) -> None:
         # A fresh fit starts the teacher as the student, whatever initialised the student after construction

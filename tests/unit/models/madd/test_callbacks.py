@@ -47,6 +47,11 @@ def test_teacher_sync_every_n_epochs_at_epoch_start_and_ema_mode():
     for step in (1, 1, 2, 3):  # a repeated global step (gradient accumulation) is no new optimiser step
         ema.on_train_batch_end(SimpleNamespace(global_step=step), model, None, None, 0)
     assert model.emas == 3 and model.decay == 0.9 and model.syncs == 2
+    warm, decays = TeacherSync(mode="ema", ema_decay=0.9, warmup=True), []
+    for step in (1, 2, 3, 9, 10, 50):  # min(1 - 1/(step+1), 0.9): 1/2, 2/3, 3/4, then 0.9 from step 9
+        warm.on_train_batch_end(SimpleNamespace(global_step=step), model, None, None, 0)
+        decays.append(model.decay)
+    assert decays == pytest.approx([0.5, 2 / 3, 0.75, 0.9, 0.9, 0.9])
     for bad in ({"mode": "sometimes"}, {"every_n_epochs": 0}, {"ema_decay": 1.5}):
         with pytest.raises(MaddConfigError):
             TeacherSync(**bad)
