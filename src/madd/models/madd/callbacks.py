@@ -62,8 +62,7 @@ class TeacherSync(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self.mode != "ema" or trainer.global_step == self._last_ema_step:  # no optimiser step: nothing new
             return
-        self._last_ema_step = trainer.global_step
-        step = trainer.global_step
+        step = self._last_ema_step = trainer.global_step
         pl_module.ema_teacher(warmup_decay(step, self.ema_decay) if self.warmup else self.ema_decay)
 
 
