@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -24,6 +25,22 @@ def one_thread():
     bench): on a shared, loaded CPU two threads wait on each other (measured ~25x slower)."""
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def no_handlers_on_closed_streams():
+    """Every test ends with no log handler writing to a closed stream. An in-process Hydra run (``hydra.main``, a
+    multirun) reconfigures the root logger with a handler on the ``sys.stdout`` of that moment, which under
+    ``capsys`` is a capture stream closed at the test's end; any later log record would then print
+    ``--- Logging error ---`` and a traceback into that later test's stderr (seen as a failure of
+    ``test_imagenet_weights_absent_is_a_clear_error`` after ``test_user_errors.py`` in the same process). Only
+    those handlers go: pytest's own capture handlers and everything else a test configured stay as they are."""
+    yield
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for lg in loggers:
+        for handler in list(getattr(lg, "handlers", ())):  # loggerDict also holds placeholders, without handlers
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                lg.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
