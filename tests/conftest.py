@@ -30,8 +30,8 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def no_handlers_on_closed_streams():
     """Every test ends with no log handler writing to a closed stream. An in-process Hydra run (``hydra.main``, a
-    multirun) reconfigures the root logger with a handler on the ``sys.stdout`` of that moment, which under
-    ``capsys`` is a capture stream closed at the test's end; any later log record would then print
+    multirun) gives the root logger a console handler on the ``sys.stdout`` of that moment (Hydra's job logging),
+    which under ``capsys`` is a capture stream closed at the test's end; any later log record would then print
     ``--- Logging error ---`` and a traceback into that later test's stderr (seen as a failure of
     ``test_imagenet_weights_absent_is_a_clear_error`` after ``test_user_errors.py`` in the same process). Only
     those handlers go: pytest's own capture handlers and everything else a test configured stay as they are."""
